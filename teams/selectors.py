@@ -1,0 +1,37 @@
+"""Reads of teams and workers, for views, consumers and commands."""
+
+from django.db.models import QuerySet
+
+from teams.models import Team, Worker
+from teams.tokens import token_hash
+
+
+def team_list_for_user(*, user) -> QuerySet[Team]:
+    """Return the teams a user may watch: all for superusers, else the ones they manage."""
+    if not user.is_authenticated or not user.is_active:
+        return Team.objects.none()
+    if user.is_superuser:
+        return Team.objects.all()
+    return user.managed_teams.all()
+
+
+def team_get_by_slug(*, slug: str) -> Team | None:
+    return Team.objects.filter(slug=slug).first()
+
+
+def team_can_watch(*, user, team: Team) -> bool:
+    return team_list_for_user(user=user).filter(pk=team.pk).exists()
+
+
+def team_roster(*, team: Team) -> list[tuple[int, str]]:
+    """Return (id, name) of the team's active workers, the ones a map shows."""
+    return list(team.workers.filter(active=True).values_list("id", "name"))
+
+
+def worker_get_by_token(*, token: str) -> Worker | None:
+    """Return the active worker that holds this device token, or None."""
+    return (
+        Worker.objects.select_related("team")
+        .filter(token_hash=token_hash(token), active=True)
+        .first()
+    )

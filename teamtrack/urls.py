@@ -1,0 +1,11 @@
+from django.contrib import admin
+from django.urls import include, path
+
+from teams import views
+
+urlpatterns = [
+    path("", views.team_list, name="team-list"),
+    path("teams/<slug:slug>/", views.team_map, name="team-map"),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,174 @@
+"""The wire protocol of both sockets: frame schemas, validation, encoding, error and close codes.
+
+docs/protocol.md documents every frame and code defined here; keep the two in step.
+"""
+
+import json
+import math
+import time
+from dataclasses import dataclass
+
+# Close codes (4000-4999 are free for applications).
+CLOSE_UNAUTHENTICATED = 4401  # no, unknown, revoked or rotated device token; not logged in
+CLOSE_FORBIDDEN = 4403  # logged in, but not a manager of that team
+CLOSE_NOT_FOUND = 4404  # no such team, or no such socket path
+
+AUTH_TIMEOUT = 5.0  # seconds a device may take to send its auth frame
+MAX_FRAME_CHARS = 128 * 1024  # a full batch of 500 positions takes about 50 KiB
+MAX_BATCH_POSITIONS = 500
+MAX_CLOCK_AHEAD = 300.0  # a device clock may run at most 5 minutes fast
+MAX_SEQ = 2**63 - 1
+
+# Numeric position fields: name, required, lowest and highest allowed value.
+# The upper bound of ts is checked against the server clock (MAX_CLOCK_AHEAD).
+POSITION_FIELDS = (
+    ("lat", True, -90.0, 90.0),
+    ("lng", True, -180.0, 180.0),
+    ("ts", True, 0.0, math.inf),
+    ("acc", False, 0.0, 100_000.0),
+    ("speed", False, 0.0, 1_000.0),
+    ("heading", False, 0.0, 360.0),
+)
+
+
+class ClientError(Exception):
+    """A frame the client got wrong; becomes one error frame, and the socket stays open."""
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class AuthFrame:
+    token: str
+
+
+@dataclass(frozen=True)
+class PositionsFrame:
+    # Validated positions: dicts of floats keyed like POSITION_FIELDS, plus an int "seq" if sent.
+    positions: list[dict]
+
+
+# ---------------------------------------------------------------- parsing (device -> server)
+
+
+def parse_worker_frame(text_data: str | None, bytes_data: bytes | None = None, *, now=None):
+    """Return an AuthFrame or a PositionsFrame, or raise ClientError naming what is wrong."""
+    if text_data is None:
+        raise ClientError("binary_frame", "send frames as text (JSON), not binary")
+    if len(text_data) > MAX_FRAME_CHARS:
+        raise ClientError(
+            "frame_too_large", f"a frame may hold at most {MAX_FRAME_CHARS} characters"
+        )
+    frame = _decode_json(text_data)
+    if type(frame) is not dict:
+        raise ClientError("invalid_frame", "a frame must be a JSON object")
+    now = time.time() if now is None else now
+    frame_type = frame.get("type", "position")
+    if frame_type == "position":
+        return PositionsFrame([_position(frame, "", now)])
+    if frame_type == "batch":
+        return PositionsFrame(_batch(frame, now))
+    if frame_type == "auth":
+        token = frame.get("token")
+        if type(token) is not str or not token:
+            raise ClientError("invalid_field", "token must be a non-empty string")
+        return AuthFrame(token)
+    raise ClientError("invalid_frame", "type must be one of position, batch, auth")
+
+
+def _reject_non_finite(name: str):
+    raise ClientError("not_finite", f"{name} is not a number JSON allows")
+
+
+def _decode_json(text: str):
+    try:
+        return json.loads(text, parse_constant=_reject_non_finite)
+    except (ValueError, RecursionError):
+        raise ClientError("invalid_json", "the frame is not valid JSON") from None
+
+
+def _batch(frame: dict, now: float) -> list[dict]:
+    positions = frame.get("positions")
+    if type(positions) is not list:
+        raise ClientError("invalid_field", "positions must be a list")
+    if len(positions) > MAX_BATCH_POSITIONS:
+        raise ClientError(
+            "batch_too_large", f"a batch may hold at most {MAX_BATCH_POSITIONS} positions"
+        )
+    return [_position(item, f"positions[{index}].", now) for index, item in enumerate(positions)]
+
+
+def _position(item, where: str, now: float) -> dict:
+    if type(item) is not dict:
+        raise ClientError("invalid_frame", f"{where or 'a position'} must be an object")
+    position = {}
+    for name, required, lowest, highest in POSITION_FIELDS:
+        value = item.get(name)
+        if value is None:
+            if required:
+                raise ClientError("invalid_field", f"{where}{name} is required")
+            continue
+        # bool is an int subclass, so compare types exactly.
+        if type(value) is not float and type(value) is not int:
+            raise ClientError("invalid_field", f"{where}{name} must be a number")
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ClientError("not_finite", f"{where}{name} is too large") from None
+        if not math.isfinite(value):
+            raise ClientError("not_finite", f"{where}{name} must be finite")
+        if not lowest <= value <= highest:
+            raise ClientError(
+                "out_of_range", f"{where}{name} must be between {lowest:g} and {highest:g}"
+            )
+        position[name] = value
+    if position["ts"] > now + MAX_CLOCK_AHEAD:
+        raise ClientError(
+            "future_timestamp", f"{where}ts is more than {MAX_CLOCK_AHEAD:g} s in the future"
+        )
+    seq = item.get("seq")
+    if seq is not None:
+        if type(seq) is not int:
+            raise ClientError("invalid_field", f"{where}seq must be an integer")
+        if not 0 <= seq <= MAX_SEQ:
+            raise ClientError("out_of_range", f"{where}seq must be between 0 and {MAX_SEQ}")
+        position["seq"] = seq
+    return position
+
+
+# ---------------------------------------------------------------- encoding (server -> client)
+
+# Fields of a position that managers see; seq matters to the device only.
+FEED_FIELDS = ("lat", "lng", "ts", "acc", "speed", "heading")
+
+
+def _encode(frame: dict) -> str:
+    return json.dumps(frame, separators=(",", ":"), allow_nan=False)
+
+
+def feed_position(worker_id: int, position: dict) -> dict:
+    """Return the position as managers see it, tagged with its worker's id."""
+    entry = {"id": worker_id}
+    for name in FEED_FIELDS:
+        if name in position:
+            entry[name] = position[name]
+    return entry
+
+
+def encode_positions(positions: list[dict]) -> str:
+    return _encode({"type": "positions", "positions": positions})
+
+
+def encode_presence(worker_id: int, name: str, online: bool) -> str:
+    return _encode({"type": "presence", "id": worker_id, "name": name, "online": online})
+
+
+def encode_snapshot(team_slug: str, workers: list[dict]) -> str:
+    return _encode({"type": "snapshot", "team": team_slug, "workers": workers})
+
+
+def encode_error(code: str, detail: str) -> str:
+    return _encode({"type": "error", "code": code, "detail": detail})
