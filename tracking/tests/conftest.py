@@ -1,0 +1,90 @@
+"""Helpers to open worker and manager sockets on the real ASGI application in-process."""
+
+import json
+
+import pytest
+from channels.testing import WebsocketCommunicator
+
+from teamtrack.asgi import application
+
+ORIGIN = (b"origin", b"http://localhost")
+
+
+class Socket:
+    """A WebsocketCommunicator that speaks JSON and knows our close codes."""
+
+    def __init__(self, path: str, headers: list[tuple[bytes, bytes]]):
+        self.communicator = WebsocketCommunicator(application, path, headers=headers)
+        self.path = path
+        self.closed = False
+
+    async def connect(self):
+        connected, _ = await self.communicator.connect(timeout=3)
+        return connected
+
+    async def send(self, frame):
+        text = frame if isinstance(frame, str) else json.dumps(frame)
+        await self.communicator.send_to(text_data=text)
+
+    async def receive(self, timeout: float = 2):
+        output = await self.communicator.receive_output(timeout)
+        assert output["type"] == "websocket.send", f"expected a frame, got {output}"
+        return json.loads(output["text"])
+
+    async def receive_type(self, frame_type: str, timeout: float = 2):
+        """Return the next frame of this type, skipping others (presence while waiting for data)."""
+        while True:
+            frame = await self.receive(timeout)
+            if frame["type"] == frame_type:
+                return frame
+
+    async def closed_with(self, timeout: float = 2):
+        output = await self.communicator.receive_output(timeout)
+        assert output["type"] == "websocket.close", f"expected a close, got {output}"
+        # Like daphne, tell the application the socket is gone, so that it cleans up.
+        await self.close(output.get("code", 1000))
+        return output.get("code")
+
+    async def nothing(self, timeout: float = 0.3) -> bool:
+        return await self.communicator.receive_nothing(timeout)
+
+    async def close(self, code: int = 1000):
+        if not self.closed:
+            self.closed = True
+            await self.communicator.disconnect(code)
+
+
+@pytest.fixture
+async def open_worker():
+    """Open worker sockets: with a Bearer token, or none (then authenticate by frame)."""
+    sockets = []
+
+    async def opener(token: str | None = None, path: str = "/ws/worker/"):
+        headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
+        socket = Socket(path, headers)
+        sockets.append(socket)
+        assert await socket.connect()
+        return socket
+
+    yield opener
+    for socket in sockets:
+        await socket.close()
+
+
+@pytest.fixture
+async def open_manager():
+    """Open a manager socket for a team with a session cookie (or none) and an Origin."""
+    sockets = []
+
+    async def opener(slug: str, cookie: str | None, origin=ORIGIN):
+        headers = [origin] if origin else []
+        if cookie:
+            headers.append((b"cookie", f"sessionid={cookie}".encode()))
+        socket = Socket(f"/ws/teams/{slug}/", headers)
+        sockets.append(socket)
+        socket.accepted = await socket.connect()
+        return socket
+
+    yield opener
+    for socket in sockets:
+        await socket.close()

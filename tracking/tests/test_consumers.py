@@ -1,0 +1,352 @@
+"""The worker and manager sockets on the real ASGI application, with the in-memory layer."""
+
+import json
+import time
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from teams import services
+from tracking import protocol
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(20)]
+
+
+def position(lat=41.39, lng=2.16, ts=None, **extra):
+    return {"lat": lat, "lng": lng, "ts": time.time() if ts is None else ts, **extra}
+
+
+# ---------------------------------------------------------------- worker authentication
+
+
+async def test_worker_with_bearer_token_is_relayed_to_its_manager(world, open_worker, open_manager):
+    manager = await open_manager("alpha", world.cookies["ann"])
+    await manager.receive_type("snapshot")
+    worker = await open_worker(world.tokens[world.a1.id])
+    await worker.send(position(lat=41.5, lng=2.2, ts=1_700_000_000.5, acc=4.0, seq=7))
+    frame = await manager.receive_type("positions")
+    assert frame["positions"] == [
+        {"id": world.a1.id, "lat": 41.5, "lng": 2.2, "ts": 1_700_000_000.5, "acc": 4.0}
+    ]
+
+
+async def test_worker_may_authenticate_with_a_first_frame(world, open_worker, open_manager):
+    manager = await open_manager("alpha", world.cookies["ann"])
+    await manager.receive_type("snapshot")
+    worker = await open_worker()
+    await worker.send({"type": "auth", "token": world.tokens[world.a2.id]})
+    await worker.send(position(lat=10.0))
+    frame = await manager.receive_type("positions")
+    assert [(p["id"], p["lat"]) for p in frame["positions"]] == [(world.a2.id, 10.0)]
+
+
+@pytest.mark.parametrize(
+    "token", ["tt_unknown-token-value", "", "Basic xyz"], ids=["unknown", "empty", "wrong-scheme"]
+)
+async def test_worker_with_a_bad_token_is_closed_4401(world, open_worker, token):
+    worker = await open_worker(token)
+    if token == "":
+        await worker.send(position())  # no header at all: the first frame must be auth
+    assert await worker.closed_with() == protocol.CLOSE_UNAUTHENTICATED
+
+
+async def test_worker_that_never_authenticates_is_closed_after_the_timeout(
+    world, open_worker, monkeypatch
+):
+    monkeypatch.setattr(protocol, "AUTH_TIMEOUT", 0.2)
+    worker = await open_worker()
+    assert await worker.closed_with(timeout=2) == protocol.CLOSE_UNAUTHENTICATED
+
+
+async def test_token_in_the_query_string_is_ignored(world, open_worker):
+    worker = await open_worker(path=f"/ws/worker/?token={world.tokens[world.a1.id]}")
+    await worker.send(position())
+    assert await worker.closed_with() == protocol.CLOSE_UNAUTHENTICATED
+
+
+async def test_revoked_token_is_refused(world, open_worker):
+    await sync_to_async(services.worker_token_revoke)(worker=world.a1)
+    worker = await open_worker(world.tokens[world.a1.id])
+    assert await worker.closed_with() == protocol.CLOSE_UNAUTHENTICATED
+
+
+async def test_inactive_worker_is_refused(world, open_worker):
+    await sync_to_async(services.worker_update)(
+        worker=world.a1, name="Alice", active=False, team=world.alpha
+    )
+    worker = await open_worker(world.tokens[world.a1.id])
+    assert await worker.closed_with() == protocol.CLOSE_UNAUTHENTICATED
+
+
+@pytest.mark.parametrize("change", ["revoke", "rotate", "deactivate"])
+async def test_open_socket_is_closed_4401_when_its_token_stops_working(
+    world, open_worker, open_manager, change
+):
+    manager = await open_manager("alpha", world.cookies["ann"])
+    await manager.receive_type("snapshot")
+    worker = await open_worker(world.tokens[world.a1.id])
+    await worker.send(position())
+    await manager.receive_type("positions")
+    if change == "revoke":
+        await sync_to_async(services.worker_token_revoke)(worker=world.a1)
+    elif change == "rotate":
+        await sync_to_async(services.worker_token_rotate)(worker=world.a1)
+    else:
+        await sync_to_async(services.worker_update)(
+            worker=world.a1, name="Alice", active=False, team=world.alpha
+        )
+    assert await worker.closed_with() == protocol.CLOSE_UNAUTHENTICATED
+    presence = await manager.receive_type("presence")
+    assert presence == {"type": "presence", "id": world.a1.id, "name": "Alice", "online": False}
+
+
+async def test_rotated_token_works_and_old_one_does_not(world, open_worker):
+    new_token = await sync_to_async(services.worker_token_rotate)(worker=world.a1)
+    old = await open_worker(world.tokens[world.a1.id])
+    assert await old.closed_with() == protocol.CLOSE_UNAUTHENTICATED
+    new = await open_worker(new_token)
+    await new.send(
+        position(lat=100.0)
+    )  # an error frame proves the socket is open and authenticated
+    assert (await new.receive())["code"] == "out_of_range"
+
+
+async def test_identity_comes_from_the_token_not_the_frame(world, open_worker, open_manager):
+    manager = await open_manager("bravo", world.cookies["bob"])
+    await manager.receive_type("snapshot")
+    worker = await open_worker(world.tokens[world.a1.id])
+    # The frame claims to be a worker of team bravo; the token says alpha's Alice.
+    await worker.send({**position(), "id": world.b1.id, "team": "bravo", "worker": world.b1.id})
+    assert await manager.nothing(0.4)
+    await worker.send(position(lat=1.0))
+
+
+# ---------------------------------------------------------------- bad frames
+
+
+BAD_FRAMES = {
+    "invalid_json": "{not json",
+    "not_finite": '{"lat": NaN, "lng": 2.0, "ts": 1700000000}',
+    "not_finite_infinity": '{"lat": 41.0, "lng": Infinity, "ts": 1700000000}',
+    "not_finite_overflow": '{"lat": 1e999, "lng": 2.0, "ts": 1700000000}',
+    "invalid_frame": "[1, 2, 3]",
+    "invalid_frame_type": '{"type": "teleport", "lat": 1}',
+    "invalid_field": '{"lat": "41.0", "lng": 2.0, "ts": 1700000000}',
+    "invalid_field_missing": '{"lat": 41.0, "ts": 1700000000}',
+    "invalid_field_bool": '{"lat": true, "lng": 2.0, "ts": 1700000000}',
+    "out_of_range_lat": '{"lat": 90.5, "lng": 2.0, "ts": 1700000000}',
+    "out_of_range_lng": '{"lat": 41.0, "lng": -180.01, "ts": 1700000000}',
+    "future_timestamp": json.dumps(position(ts=time.time() + 3600)),
+    "frame_too_large": json.dumps(position(pad="x" * protocol.MAX_FRAME_CHARS)),
+    "batch_too_large": json.dumps(
+        {"type": "batch", "positions": [position()] * (protocol.MAX_BATCH_POSITIONS + 1)}
+    ),
+    "invalid_json_deep": "[" * 100_000,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_FRAMES))
+async def test_bad_frame_gets_its_error_code_keeps_the_socket_and_relays_nothing(
+    world, open_worker, open_manager, kind
+):
+    manager = await open_manager("alpha", world.cookies["ann"])
+    await manager.receive_type("snapshot")
+    worker = await open_worker(world.tokens[world.a1.id])
+    await manager.receive_type("presence")
+    await worker.send(BAD_FRAMES[kind])
+    error = await worker.receive()
+    assert error["type"] == "error"
+    assert kind.startswith(error["code"]), error
+    assert error["detail"]
+    assert await manager.nothing(0.3)
+    # The socket stays open and usable.
+    await worker.send(position(lat=12.0))
+    assert (await manager.receive_type("positions"))["positions"][0]["lat"] == 12.0
+
+
+async def test_binary_frame_gets_an_error(world, open_worker):
+    worker = await open_worker(world.tokens[world.a1.id])
+    await worker.communicator.send_to(bytes_data=b"\x00\x01")
+    assert (await worker.receive())["code"] == "binary_frame"
+
+
+async def test_a_batch_with_one_bad_position_relays_none_of_it(world, open_worker, open_manager):
+    manager = await open_manager("alpha", world.cookies["ann"])
+    await manager.receive_type("snapshot")
+    worker = await open_worker(world.tokens[world.a1.id])
+    await manager.receive_type("presence")
+    await worker.send(
+        {"type": "batch", "positions": [position(lat=1.0), position(lat=2.0), position(lat=95.0)]}
+    )
+    error = await worker.receive()
+    assert error["code"] == "out_of_range" and "positions[2].lat" in error["detail"]
+    assert await manager.nothing(0.3)
+
+
+async def test_second_auth_frame_is_an_error(world, open_worker):
+    worker = await open_worker(world.tokens[world.a1.id])
+    await worker.send({"type": "auth", "token": world.tokens[world.a1.id]})
+    assert (await worker.receive())["code"] == "invalid_frame"
+
+
+# ---------------------------------------------------------------- batching and conflation
+
+
+async def test_conflation_keeps_each_workers_latest_position(world, open_worker, open_manager):
+    manager = await open_manager("alpha", world.cookies["ann"])
+    await manager.receive_type("snapshot")
+    alice = await open_worker(world.tokens[world.a1.id])
+    arno = await open_worker(world.tokens[world.a2.id])
+    now = time.time()
+    for offset in (1, 2, 3):
+        await alice.send(position(lat=offset, ts=now + offset))
+    await arno.send(
+        {"type": "batch", "positions": [position(lat=20, ts=now + 2), position(lat=10, ts=now + 1)]}
+    )
+    frame = await manager.receive_type("positions")
+    latest = {p["id"]: p["lat"] for p in frame["positions"]}
+    assert latest == {world.a1.id: 3.0, world.a2.id: 20.0}
+    # A late, older position (from a device's offline buffer) does not move the worker back.
+    await alice.send(position(lat=-5, ts=now - 60))
+    assert await manager.nothing(0.4)
+
+
+async def test_every_manager_of_the_team_gets_the_same_batch(world, open_worker, open_manager):
+    await sync_to_async(services.team_managers_add)(team=world.alpha, users=[world.bob])
+    ann = await open_manager("alpha", world.cookies["ann"])
+    bob = await open_manager("alpha", world.cookies["bob"])
+    root = await open_manager("alpha", world.cookies["root"])
+    for manager in (ann, bob, root):
+        await manager.receive_type("snapshot")
+    worker = await open_worker(world.tokens[world.a1.id])
+    await worker.send(position(lat=33.0))
+    frames = [await m.receive_type("positions") for m in (ann, bob, root)]
+    assert frames[0] == frames[1] == frames[2]
+    assert frames[0]["positions"][0]["lat"] == 33.0
+
+
+# ---------------------------------------------------------------- manager socket
+
+
+async def test_manager_not_logged_in_is_closed_4401(world, open_manager):
+    manager = await open_manager("alpha", None)
+    assert await manager.closed_with() == protocol.CLOSE_UNAUTHENTICATED
+
+
+async def test_manager_of_another_team_is_closed_4403(world, open_manager):
+    manager = await open_manager("alpha", world.cookies["bob"])
+    assert await manager.closed_with() == protocol.CLOSE_FORBIDDEN
+
+
+async def test_unknown_team_is_closed_4404(world, open_manager):
+    manager = await open_manager("nope", world.cookies["ann"])
+    assert await manager.closed_with() == protocol.CLOSE_NOT_FOUND
+
+
+async def test_unknown_socket_path_is_closed_4404(world, open_worker):
+    socket = await open_worker(path="/ws/elsewhere/")
+    assert await socket.closed_with() == protocol.CLOSE_NOT_FOUND
+
+
+async def test_manager_socket_from_a_foreign_origin_is_refused(world, open_manager):
+    manager = await open_manager(
+        "alpha", world.cookies["ann"], origin=(b"origin", b"http://evil.example")
+    )
+    assert manager.accepted is False
+
+
+async def test_superuser_may_watch_any_team(world, open_manager):
+    manager = await open_manager("bravo", world.cookies["root"])
+    snapshot = await manager.receive_type("snapshot")
+    assert snapshot["team"] == "bravo"
+
+
+async def test_frames_on_the_manager_socket_get_an_error(world, open_manager):
+    manager = await open_manager("alpha", world.cookies["ann"])
+    await manager.receive_type("snapshot")
+    await manager.send({"type": "positions", "positions": []})
+    assert (await manager.receive())["code"] == "invalid_frame"
+
+
+async def test_snapshot_lists_every_active_worker_with_last_position_and_presence(
+    world, open_worker, open_manager
+):
+    first = await open_manager("alpha", world.cookies["ann"])
+    empty = await first.receive_type("snapshot")
+    assert empty == {
+        "type": "snapshot",
+        "team": "alpha",
+        "workers": [
+            {
+                "id": world.a1.id,
+                "name": "Alice",
+                "lat": None,
+                "lng": None,
+                "ts": None,
+                "online": False,
+            },
+            {
+                "id": world.a2.id,
+                "name": "Arno",
+                "lat": None,
+                "lng": None,
+                "ts": None,
+                "online": False,
+            },
+        ],
+    }
+    worker = await open_worker(world.tokens[world.a1.id])
+    await worker.send(position(lat=41.4, lng=2.17, ts=1_700_000_001.0, speed=3.5))
+    await first.receive_type("positions")
+    second = await open_manager("alpha", world.cookies["ann"])
+    snapshot = await second.receive_type("snapshot")
+    assert snapshot["workers"][0] == {
+        "id": world.a1.id,
+        "name": "Alice",
+        "lat": 41.4,
+        "lng": 2.17,
+        "ts": 1_700_000_001.0,
+        "speed": 3.5,
+        "online": True,
+    }
+    assert snapshot["workers"][1]["online"] is False
+
+
+async def test_presence_on_connect_and_disconnect(world, open_worker, open_manager):
+    manager = await open_manager("alpha", world.cookies["ann"])
+    await manager.receive_type("snapshot")
+    worker = await open_worker(world.tokens[world.a2.id])
+    assert await manager.receive() == {
+        "type": "presence",
+        "id": world.a2.id,
+        "name": "Arno",
+        "online": True,
+    }
+    # A second socket of the same device (a reconnect racing the old one) changes nothing.
+    again = await open_worker(world.tokens[world.a2.id])
+    assert await manager.nothing(0.3)
+    await again.close()
+    assert await manager.nothing(0.3)
+    await worker.send(position(lat=7.0))
+    await worker.close()
+    # Its last position arrives before it is shown offline.
+    assert (await manager.receive())["positions"][0]["lat"] == 7.0
+    assert await manager.receive() == {
+        "type": "presence",
+        "id": world.a2.id,
+        "name": "Arno",
+        "online": False,
+    }
+
+
+async def test_manager_of_team_a_never_receives_anything_of_team_b(
+    world, open_worker, open_manager
+):
+    ann = await open_manager("alpha", world.cookies["ann"])
+    snapshot = await ann.receive_type("snapshot")
+    assert {w["id"] for w in snapshot["workers"]} == {world.a1.id, world.a2.id}
+    bea = await open_worker(world.tokens[world.b1.id])
+    await bea.send(position(lat=55.0))
+    await bea.send({"type": "batch", "positions": [position(lat=56.0)]})
+    await bea.close()
+    assert await ann.nothing(0.5)
