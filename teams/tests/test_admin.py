@@ -1,0 +1,71 @@
+"""The admin creates workers and rotates or revokes tokens, showing a new token exactly once."""
+
+import re
+
+import pytest
+
+from teams.models import Worker
+from teams.selectors import worker_get_by_token
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin(client, world):
+    client.force_login(world.root)
+    return client
+
+
+def shown_tokens(response) -> list[str]:
+    return re.findall(r'<code class="device-token">([^<]+)</code>', response.content.decode())
+
+
+def test_adding_a_worker_shows_its_token_once(admin, world):
+    response = admin.post(
+        "/admin/teams/worker/add/", {"team": world.alpha.pk, "name": "Nia", "active": "on"}
+    )
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    (token,) = shown_tokens(response)
+    worker = worker_get_by_token(token=token)
+    assert worker.name == "Nia"
+    page = admin.get(f"/admin/teams/worker/{worker.pk}/change/").content.decode()
+    assert token not in page
+    assert token not in str(admin.session.items())
+
+
+def test_rotate_action_shows_new_tokens_and_old_ones_stop_working(admin, world):
+    response = admin.post(
+        "/admin/teams/worker/",
+        {"action": "rotate_tokens", "_selected_action": [world.a1.pk, world.a2.pk]},
+    )
+    tokens = shown_tokens(response)
+    assert len(tokens) == 2
+    assert {worker_get_by_token(token=t) for t in tokens} == {world.a1, world.a2}
+    assert worker_get_by_token(token=world.tokens[world.a1.id]) is None
+
+
+def test_revoke_action(admin, world):
+    admin.post(
+        "/admin/teams/worker/", {"action": "revoke_tokens", "_selected_action": [world.b1.pk]}
+    )
+    assert Worker.objects.get(pk=world.b1.pk).has_token is False
+
+
+def test_team_admin_assigns_managers(admin, world):
+    response = admin.post(
+        f"/admin/teams/team/{world.alpha.pk}/change/",
+        {
+            "slug": "alpha",
+            "name": "Alpha",
+            "managers": [world.ann.pk, world.bob.pk],
+            "workers-TOTAL_FORMS": "2",
+            "workers-INITIAL_FORMS": "2",
+            "workers-0-id": world.a1.pk,
+            "workers-0-team": world.alpha.pk,
+            "workers-1-id": world.a2.pk,
+            "workers-1-team": world.alpha.pk,
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert set(world.alpha.managers.all()) == {world.ann, world.bob}

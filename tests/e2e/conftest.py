@@ -1,0 +1,101 @@
+"""Real server processes for end-to-end tests: daphne (or the demo) on a free port, own database."""
+
+import http.cookiejar
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Server:
+    """A TeamTrack process of our own, its environment, and the commands to provision it."""
+
+    def __init__(self, tmp_path: Path):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.ws_base = f"ws://127.0.0.1:{self.port}"
+        self.log_path = tmp_path / "server.log"
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+            "CHANNEL_LAYER": "memory",
+            "DJANGO_SETTINGS_MODULE": "teamtrack.settings",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.process = None
+
+    def manage(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        return result.stdout
+
+    def start(self, *command: str):
+        self.log = open(self.log_path, "w")  # closed in stop()
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.output()
+            try:
+                urllib.request.urlopen(f"{self.base}/accounts/login/", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError(f"server did not start:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process:
+            self.log.close()
+
+    def login(self, username: str, password: str) -> dict[str, str]:
+        """Log in through the login form; return the headers a manager socket needs."""
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        opener.open(f"{self.base}/accounts/login/", timeout=5)
+        csrf = next(cookie.value for cookie in jar if cookie.name == "csrftoken")
+        form = urllib.parse.urlencode(
+            {"username": username, "password": password, "csrfmiddlewaretoken": csrf}
+        ).encode()
+        opener.open(f"{self.base}/accounts/login/", data=form, timeout=5)
+        session = next((c.value for c in jar if c.name == "sessionid"), None)
+        assert session, f"login as {username} failed"
+        return {"Cookie": f"sessionid={session}", "Origin": self.base}
+
+
+@pytest.fixture
+def server(tmp_path):
+    server = Server(tmp_path)
+    yield server
+    server.stop()

@@ -1,0 +1,96 @@
+"""The real server (daphne, and the demo command) driven over real WebSockets."""
+
+import asyncio
+import json
+import sys
+import time
+
+import pytest
+import websockets
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
+
+
+async def next_frame(socket, frame_type: str, timeout: float = 5) -> dict:
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = json.loads(await socket.recv())
+            if frame["type"] == frame_type:
+                return frame
+
+
+async def close_code(socket, timeout: float = 5) -> int:
+    async with asyncio.timeout(timeout):
+        try:
+            while True:
+                await socket.recv()
+        except websockets.ConnectionClosed as closed:
+            return closed.rcvd.code
+
+
+def test_daphne_serves_both_sockets(server):
+    server.manage("migrate", "--verbosity", "0")
+    server.manage("addteam", "alpha", "--manager", "ann", "--password", "pw-ann-123")
+    server.manage("addteam", "bravo", "--manager", "bob", "--password", "pw-bob-123")
+    token = server.manage("addworker", "alpha", "Alice").strip().splitlines()[-1]
+    other_token = server.manage("addworker", "bravo", "Bea").strip().splitlines()[-1]
+    server.start(sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(server.port),
+                 "teamtrack.asgi:application")  # fmt: skip
+    ann = server.login("ann", "pw-ann-123")
+
+    async def scenario():
+        async with websockets.connect(
+            f"{server.ws_base}/ws/teams/alpha/", additional_headers=ann
+        ) as manager:
+            snapshot = await next_frame(manager, "snapshot")
+            assert [(w["name"], w["online"], w["lat"]) for w in snapshot["workers"]] == [
+                ("Alice", False, None)
+            ]
+            async with (
+                websockets.connect(
+                    f"{server.ws_base}/ws/worker/",
+                    additional_headers={"Authorization": f"Bearer {token}"},
+                ) as worker,
+                websockets.connect(f"{server.ws_base}/ws/worker/") as other,
+            ):
+                assert (await next_frame(manager, "presence"))["online"] is True
+                await other.send(json.dumps({"type": "auth", "token": other_token}))
+                await other.send(json.dumps({"lat": 1.0, "lng": 1.0, "ts": time.time()}))
+                await worker.send(json.dumps({"lat": 91, "lng": 2.0, "ts": time.time()}))
+                assert (await next_frame(worker, "error"))["code"] == "out_of_range"
+                await worker.send(json.dumps({"lat": 41.4, "lng": 2.17, "ts": time.time()}))
+                positions = (await next_frame(manager, "positions"))["positions"]
+                assert [(p["lat"], p["lng"]) for p in positions] == [(41.4, 2.17)]
+            offline = await next_frame(manager, "presence")
+            assert offline["online"] is False
+        async with websockets.connect(
+            f"{server.ws_base}/ws/teams/alpha/", additional_headers={"Origin": server.base}
+        ) as anonymous:
+            assert await close_code(anonymous) == 4401
+
+    asyncio.run(scenario())
+    assert token not in server.output() and other_token not in server.output()
+
+
+def test_demo_command_moves_a_team_on_the_map(server):
+    server.start(sys.executable, "manage.py", "demo", f"127.0.0.1:{server.port}",
+                 "--workers", "3", "--interval", "0.3", "--password", "pw-demo-123")  # fmt: skip
+    assert "Log in as 'demo'" in server.output()
+    demo = server.login("demo", "pw-demo-123")
+
+    async def scenario():
+        async with websockets.connect(
+            f"{server.ws_base}/ws/teams/demo/", additional_headers=demo
+        ) as manager:
+            snapshot = await next_frame(manager, "snapshot")
+            ids = {worker["id"] for worker in snapshot["workers"]}
+            assert len(ids) == 3
+            moved = {}
+            async with asyncio.timeout(15):
+                while len(moved) < 3 or len({p["lat"] for p in moved.values()}) < 2:
+                    for position in (await next_frame(manager, "positions"))["positions"]:
+                        moved[position["id"]] = position
+            assert set(moved) == ids
+            assert all(41.3 < p["lat"] < 41.5 and 2.0 < p["lng"] < 2.3 for p in moved.values())
+
+    asyncio.run(scenario())
