@@ -95,14 +95,31 @@ STATICFILES_DIRS = [
 ]
 
 CHANNEL_LAYER = env.str("CHANNEL_LAYER", default="memory")
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+# Prefix of TeamTrack's own Redis keys (last-known positions, presence leases).
+REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", default="teamtrack:")
 CHANNEL_LAYER_BACKENDS = {
     "memory": {"BACKEND": "channels.layers.InMemoryChannelLayer"},
+    # Default for several replicas: one publish per group message, delivered only to the
+    # replicas subscribed to the group (see docs/architecture.md for the measurement).
+    "redis": {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL]},
+    },
+    "redis-core": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 10},
+    },
 }
 if CHANNEL_LAYER not in CHANNEL_LAYER_BACKENDS:
     raise ImproperlyConfigured(
         f"CHANNEL_LAYER must be one of {sorted(CHANNEL_LAYER_BACKENDS)}, not {CHANNEL_LAYER!r}."
     )
 CHANNEL_LAYERS = {"default": CHANNEL_LAYER_BACKENDS[CHANNEL_LAYER]}
+# Last-known positions and presence: in the process for one process, in Redis for replicas.
+TEAMTRACK_RELAY_STATE = "memory" if CHANNEL_LAYER == "memory" else "redis"
+# A replica that dies without a goodbye has its workers shown offline after at most this long.
+TEAMTRACK_PRESENCE_TTL = env.float("PRESENCE_TTL_SECONDS", default=15.0)
 
 # How long the relay gathers a team's positions before sending them to its managers.
 TEAMTRACK_FLUSH_WINDOW = env.int("FLUSH_WINDOW_MS", default=100) / 1000

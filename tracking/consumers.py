@@ -67,7 +67,7 @@ class WorkerConsumer(AsyncWebsocketConsumer):
         if self.worker is not None:
             await self.channel_layer.group_discard(worker_group(self.worker.id), self.channel_name)
             await get_relay().worker_disconnected(
-                team_id=self.worker.team_id, worker_id=self.worker.id, name=self.worker.name
+                team_id=self.worker.team_id, worker_id=self.worker.id
             )
 
     async def authenticate(self, token: str):
@@ -116,7 +116,11 @@ class TeamConsumer(AsyncWebsocketConsumer):
         # Join before taking the snapshot, so that nothing sent in between is missed.
         await self.channel_layer.group_add(team_group(team.id), self.channel_name)
         roster = await database_sync_to_async(selectors.team_roster)(team=team)
-        await self.send(text_data=await get_relay().snapshot(team_slug=team.slug, roster=roster))
+        await self.send(
+            text_data=await get_relay().snapshot(
+                team_id=team.id, team_slug=team.slug, roster=roster
+            )
+        )
 
     async def receive(self, text_data=None, bytes_data=None):
         error = ClientError("invalid_frame", "this socket only sends; it takes no frames")

@@ -162,8 +162,13 @@ def encode_positions(positions: list[dict]) -> str:
     return _encode({"type": "positions", "positions": positions})
 
 
-def encode_presence(worker_id: int, name: str, online: bool) -> str:
-    return _encode({"type": "presence", "id": worker_id, "name": name, "online": online})
+def encode_presence(worker_id: int, name: str | None, online: bool) -> str:
+    # The name is unknown when a replica reports the workers of another, dead, replica offline.
+    frame = {"type": "presence", "id": worker_id}
+    if name is not None:
+        frame["name"] = name
+    frame["online"] = online
+    return _encode(frame)
 
 
 def encode_snapshot(team_slug: str, workers: list[dict]) -> str:

@@ -1,15 +1,14 @@
 """The relay: batches and conflates each team's positions, fans them out to the team's managers,
-and keeps every worker's last-known position and presence.
+and keeps every worker's last-known position and presence (through a state from tracking.state).
 
 Consumers talk only to `get_relay()`. Positions of a team are gathered for one flush window and
 sent as one pre-encoded frame to the team's group, so the encoding happens once per batch and the
-channel layer carries one message per team per window, however many managers watch.
-Where last-known positions and presence live is the job of a RelayState; InMemoryRelayState keeps
-them in this process, which is right for the single-process default.
+channel layer carries one message per team per window and replica, however many managers watch.
 """
 
 import asyncio
 import logging
+import uuid
 from collections import Counter
 
 from asgiref.sync import async_to_sync
@@ -17,6 +16,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from tracking import protocol
+from tracking.state import InMemoryRelayState, RedisRelayState
 
 logger = logging.getLogger(__name__)
 
@@ -37,68 +37,43 @@ PRESENCE_CHANGED = "presence.changed"
 WORKER_REVOKED = "worker.revoked"
 
 
-class InMemoryRelayState:
-    """Last-known positions and open device sockets, held by this process alone."""
-
-    def __init__(self):
-        self.latest: dict[int, dict] = {}
-        self.connections: Counter[int] = Counter()
-
-    async def connection_opened(self, worker_id: int) -> bool:
-        """Count a device socket; return whether its worker just came online."""
-        self.connections[worker_id] += 1
-        return self.connections[worker_id] == 1
-
-    async def connection_closed(self, worker_id: int) -> bool:
-        """Uncount a device socket; return whether its worker just went offline."""
-        self.connections[worker_id] -= 1
-        if self.connections[worker_id] > 0:
-            return False
-        del self.connections[worker_id]
-        return True
-
-    async def store_latest(self, positions: dict[int, dict]) -> dict[int, dict]:
-        """Keep the positions newer than the last known; return those that were."""
-        newer = {}
-        for worker_id, position in positions.items():
-            known = self.latest.get(worker_id)
-            if known is None or position["ts"] >= known["ts"]:
-                self.latest[worker_id] = newer[worker_id] = position
-        return newer
-
-    async def team_state(self, worker_ids: list[int]) -> tuple[dict[int, dict], set[int]]:
-        """Return the last-known positions and the online set of these workers."""
-        latest = {
-            worker_id: self.latest[worker_id]
-            for worker_id in worker_ids
-            if worker_id in self.latest
-        }
-        online = {worker_id for worker_id in worker_ids if worker_id in self.connections}
-        return latest, online
-
-
 class Relay:
     """Gathers positions per team for one flush window, then sends each team one frame."""
 
-    def __init__(self, *, state, flush_window: float):
+    def __init__(self, *, state, flush_window: float, lease_renewal: float | None = None):
         self.state = state
         self.flush_window = flush_window
+        self.lease_renewal = lease_renewal
         # team id -> worker id -> newest position received in the current window
         self.pending: dict[int, dict[int, dict]] = {}
-        self.flush_tasks: set[asyncio.Task] = set()
+        # (team id, worker id) -> open device sockets on this replica; names for presence frames
+        self.local_sockets: Counter[tuple[int, int]] = Counter()
+        self.names: dict[int, str] = {}
+        self.tasks: set[asyncio.Task] = set()
+        self.maintenance: asyncio.Task | None = None
+        self.failing = False
 
     # ------------------------------------------------------------ device side
 
     async def worker_connected(self, *, team_id: int, worker_id: int, name: str) -> None:
         """Record a device socket and tell managers if the worker came online."""
-        if await self.state.connection_opened(worker_id):
-            await self._send_presence(team_id, worker_id, name, online=True)
+        self._ensure_maintenance()
+        self.names[worker_id] = name
+        self.local_sockets[team_id, worker_id] += 1
+        if self.local_sockets[team_id, worker_id] == 1:
+            if await self._guard(self.state.connection_opened(team_id, worker_id)):
+                await self._send_presence(team_id, worker_id, online=True)
 
-    async def worker_disconnected(self, *, team_id: int, worker_id: int, name: str) -> None:
+    async def worker_disconnected(self, *, team_id: int, worker_id: int) -> None:
         """Deliver what the worker sent, then tell managers if it went offline."""
         await self.flush_team(team_id)
-        if await self.state.connection_closed(worker_id):
-            await self._send_presence(team_id, worker_id, name, online=False)
+        self.local_sockets[team_id, worker_id] -= 1
+        if self.local_sockets[team_id, worker_id] > 0:
+            return
+        del self.local_sockets[team_id, worker_id]
+        if await self._guard(self.state.connection_closed(team_id, worker_id)):
+            await self._send_presence(team_id, worker_id, online=False)
+        self.names.pop(worker_id, None)
 
     def positions_received(self, *, team_id: int, worker_id: int, positions: list[dict]) -> None:
         """Queue the newest of a worker's positions for the team's next flush."""
@@ -114,43 +89,42 @@ class Relay:
             batch[worker_id] = newest
 
     def _start_flush(self, team_id: int) -> None:
-        task = asyncio.ensure_future(self.flush_team(team_id))
-        self.flush_tasks.add(task)
-        task.add_done_callback(self.flush_tasks.discard)
+        self._spawn(self.flush_team(team_id))
 
     async def flush_team(self, team_id: int) -> None:
         """Send a team's queued positions to its managers now."""
         batch = self.pending.pop(team_id, None)
         if not batch:
             return
-        try:
-            newer = await self.state.store_latest(batch)
-            if newer:
-                frame = protocol.encode_positions(
-                    [
-                        protocol.feed_position(worker_id, position)
-                        for worker_id, position in newer.items()
-                    ]
-                )
-                await get_channel_layer().group_send(
+        newer = await self._guard(self.state.store_latest(team_id, batch))
+        if newer is None:
+            newer = batch  # the state is unreachable: the live feed still goes out
+        if newer:
+            frame = protocol.encode_positions(
+                [
+                    protocol.feed_position(worker_id, position)
+                    for worker_id, position in newer.items()
+                ]
+            )
+            await self._guard(
+                get_channel_layer().group_send(
                     team_group(team_id), {"type": POSITIONS_BATCH, "text": frame}
                 )
-        except Exception:
-            logger.exception("Could not flush the positions of team %s", team_id)
+            )
 
-    async def _send_presence(
-        self, team_id: int, worker_id: int, name: str, *, online: bool
-    ) -> None:
-        frame = protocol.encode_presence(worker_id, name, online)
-        await get_channel_layer().group_send(
-            team_group(team_id), {"type": PRESENCE_CHANGED, "text": frame}
+    async def _send_presence(self, team_id: int, worker_id: int, *, online: bool) -> None:
+        frame = protocol.encode_presence(worker_id, self.names.get(worker_id), online)
+        await self._guard(
+            get_channel_layer().group_send(
+                team_group(team_id), {"type": PRESENCE_CHANGED, "text": frame}
+            )
         )
 
     # ------------------------------------------------------------ manager side
 
-    async def snapshot(self, *, team_slug: str, roster: list[tuple[int, str]]) -> str:
+    async def snapshot(self, *, team_id: int, team_slug: str, roster: list[tuple[int, str]]) -> str:
         """Encode the snapshot frame of a team: every worker, its last position and presence."""
-        latest, online = await self.state.team_state([worker_id for worker_id, _ in roster])
+        latest, online = await self.state.team_state(team_id)
         workers = []
         for worker_id, name in roster:
             entry = {"id": worker_id, "name": name, "lat": None, "lng": None, "ts": None}
@@ -160,10 +134,86 @@ class Relay:
             workers.append(entry)
         return protocol.encode_snapshot(team_slug, workers)
 
+    # ------------------------------------------------------------ leases (shared state only)
+
+    def _ensure_maintenance(self) -> None:
+        if self.lease_renewal and self.maintenance is None:
+            self.maintenance = asyncio.ensure_future(self._maintain())
+
+    async def _maintain(self) -> None:
+        """Renew this replica's leases and reap those of dead replicas, for as long as we run."""
+        while True:
+            await asyncio.sleep(self.lease_renewal)
+            try:
+                await self.renew_and_reap()
+            except Exception:
+                self._report_failure()
+
+    async def renew_and_reap(self) -> None:
+        """Renew the leases of local sockets; report workers that came back or whose replica died."""
+        teams: dict[int, list[int]] = {}
+        for team_id, worker_id in self.local_sockets:
+            teams.setdefault(team_id, []).append(worker_id)
+        for team_id, worker_ids in teams.items():
+            for worker_id in await self.state.renew(team_id, worker_ids):
+                await self._send_presence(team_id, worker_id, online=True)
+        for team_id, worker_id in await self.state.reap():
+            await self._send_presence(team_id, worker_id, online=False)
+        self._report_recovery()
+
+    # ------------------------------------------------------------ failures
+
+    async def _guard(self, operation):
+        """Await a state or layer operation; on failure log once per outage and return None."""
+        try:
+            result = await operation
+        except Exception:
+            self._report_failure()
+            return None
+        self._report_recovery()
+        return result
+
+    def _report_failure(self) -> None:
+        if not self.failing:
+            self.failing = True
+            logger.exception("Relay lost its state or channel layer; retrying quietly")
+
+    def _report_recovery(self) -> None:
+        if self.failing:
+            self.failing = False
+            logger.warning("Relay reaches its state and channel layer again")
+
+    def _spawn(self, coroutine) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def stop(self) -> None:
+        """Cancel background work (tests, shutdown)."""
+        for task in [*self.tasks, self.maintenance]:
+            if task is not None:
+                task.cancel()
+
 
 def close_worker_sockets(worker_id: int) -> None:
     """Close every open socket of a worker whose token stopped working (from sync code)."""
     async_to_sync(get_channel_layer().group_send)(worker_group(worker_id), {"type": WORKER_REVOKED})
+
+
+def build_relay() -> Relay:
+    """Build the relay the settings ask for: in-process state, or state shared through Redis."""
+    if settings.TEAMTRACK_RELAY_STATE == "redis":
+        lease_ttl = settings.TEAMTRACK_PRESENCE_TTL
+        state = RedisRelayState(
+            url=settings.REDIS_URL,
+            replica=uuid.uuid4().hex[:12],
+            lease_ttl=lease_ttl,
+            prefix=settings.REDIS_KEY_PREFIX,
+        )
+        return Relay(
+            state=state, flush_window=settings.TEAMTRACK_FLUSH_WINDOW, lease_renewal=lease_ttl / 3
+        )
+    return Relay(state=InMemoryRelayState(), flush_window=settings.TEAMTRACK_FLUSH_WINDOW)
 
 
 _relay: Relay | None = None
@@ -173,11 +223,13 @@ def get_relay() -> Relay:
     """Return this process's relay, built from settings on first use."""
     global _relay
     if _relay is None:
-        _relay = Relay(state=InMemoryRelayState(), flush_window=settings.TEAMTRACK_FLUSH_WINDOW)
+        _relay = build_relay()
     return _relay
 
 
 def reset_relay() -> None:
     """Forget the relay and everything it holds (tests, settings changes)."""
     global _relay
+    if _relay is not None:
+        _relay.stop()
     _relay = None

@@ -1,11 +1,16 @@
 """Helpers to open worker and manager sockets on the real ASGI application in-process."""
 
 import json
+import uuid
 
 import pytest
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
+from django.conf import settings as django_settings
 
 from teamtrack.asgi import application
+from tracking.relay import get_relay
+from tracking.state import RedisRelayState
 
 ORIGIN = (b"origin", b"http://localhost")
 
@@ -88,3 +93,25 @@ async def open_manager():
     yield opener
     for socket in sockets:
         await socket.close()
+
+
+@pytest.fixture(params=["memory", "redis", "redis-core"])
+async def layer_kind(request, settings):
+    """Run a test on each channel layer, with the relay state that goes with it."""
+    kind = request.param
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    settings.CHANNEL_LAYER = kind
+    layer = dict(django_settings.CHANNEL_LAYER_BACKENDS[kind])
+    if kind != "memory":
+        layer["CONFIG"] = {**layer["CONFIG"], "prefix": prefix}
+    settings.CHANNEL_LAYERS = {"default": layer}
+    settings.TEAMTRACK_RELAY_STATE = "memory" if kind == "memory" else "redis"
+    settings.REDIS_KEY_PREFIX = f"{prefix}:"
+    yield kind
+    relay = get_relay()
+    relay.stop()
+    if kind != "memory":
+        assert isinstance(relay.state, RedisRelayState)  # the test really went through Redis
+        await relay.state.redis.delete(*(await relay.state.redis.keys(f"{prefix}:*")) or [prefix])
+        await relay.state.redis.aclose()
+        await get_channel_layer().flush()

@@ -9,7 +9,11 @@ from asgiref.sync import sync_to_async
 from teams import services
 from tracking import protocol
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(20)]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.timeout(20),
+    pytest.mark.usefixtures("layer_kind"),
+]
 
 
 def position(lat=41.39, lng=2.16, ts=None, **extra):

@@ -31,7 +31,9 @@ def test_a_position_frame_keeps_known_fields_as_floats_and_drops_the_rest():
 
 
 def test_a_batch_and_an_auth_frame():
-    batch = parse({"type": "batch", "positions": [{"lat": 1, "lng": 2, "ts": NOW - i} for i in range(3)]})
+    batch = parse(
+        {"type": "batch", "positions": [{"lat": 1, "lng": 2, "ts": NOW - i} for i in range(3)]}
+    )
     assert [p["ts"] for p in batch.positions] == [NOW, NOW - 1, NOW - 2]
     assert parse({"type": "auth", "token": "tt_abc"}) == AuthFrame("tt_abc")
 
