@@ -1,0 +1,98 @@
+"""Relay state: last-known positions and presence, in one process and shared through Redis."""
+
+import asyncio
+import uuid
+
+import pytest
+from django.conf import settings
+
+from tracking.state import InMemoryRelayState, RedisRelayState
+
+pytestmark = pytest.mark.timeout(10)
+
+
+@pytest.fixture
+async def redis_states():
+    """Make RedisRelayStates of replicas sharing one key prefix; delete their keys afterwards."""
+    prefix = f"test-{uuid.uuid4().hex[:8]}:"
+    made = []
+
+    def make(replica: str, lease_ttl: float = 30.0) -> RedisRelayState:
+        state = RedisRelayState(
+            url=settings.REDIS_URL, replica=replica, lease_ttl=lease_ttl, prefix=prefix
+        )
+        made.append(state)
+        return state
+
+    yield make
+    for state in made:
+        keys = await state.redis.keys(f"{prefix}*")
+        if keys:
+            await state.redis.delete(*keys)
+        await state.redis.aclose()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def state(request, redis_states):
+    if request.param == "memory":
+        return InMemoryRelayState()
+    return redis_states("a")
+
+
+async def test_latest_keeps_the_newest_position_per_worker(state):
+    first = await state.store_latest(1, {7: {"lat": 1.0, "lng": 1.0, "ts": 10.0}})
+    assert list(first) == [7]
+    newer = await state.store_latest(
+        1, {7: {"lat": 2.0, "lng": 2.0, "ts": 5.0}, 8: {"lat": 3.0, "lng": 3.0, "ts": 6.0}}
+    )
+    assert list(newer) == [8]
+    latest, _ = await state.team_state(1)
+    assert latest == {
+        7: {"lat": 1.0, "lng": 1.0, "ts": 10.0},
+        8: {"lat": 3.0, "lng": 3.0, "ts": 6.0},
+    }
+    other_team, _ = await state.team_state(2)
+    assert other_team == {}
+
+
+async def test_presence_follows_connections_per_team(state):
+    assert await state.connection_opened(1, 7) is True
+    assert (await state.team_state(1))[1] == {7}
+    assert (await state.team_state(2))[1] == set()
+    assert await state.connection_closed(1, 7) is True
+    assert (await state.team_state(1))[1] == set()
+
+
+async def test_a_worker_on_two_replicas_stays_online_until_both_close(redis_states):
+    a, b = redis_states("a"), redis_states("b")
+    assert await a.connection_opened(1, 7) is True
+    assert await b.connection_opened(1, 7) is False
+    assert await a.connection_closed(1, 7) is False
+    assert (await b.team_state(1))[1] == {7}
+    assert await b.connection_closed(1, 7) is True
+
+
+async def test_leases_of_a_dead_replica_are_reaped_once(redis_states):
+    dead, alive = redis_states("dead", lease_ttl=0.3), redis_states("alive", lease_ttl=30)
+    await dead.connection_opened(1, 7)
+    await dead.connection_opened(2, 9)
+    await alive.connection_opened(1, 8)
+    assert await alive.reap() == []
+    await asyncio.sleep(0.5)
+    assert sorted(await alive.reap()) == [(1, 7), (2, 9)]
+    assert await alive.reap() == []  # another replica reaping later finds nothing
+    assert (await alive.team_state(1))[1] == {8}
+
+
+async def test_renewal_keeps_leases_alive_and_restores_them_after_redis_lost_them(redis_states):
+    replica = redis_states("a", lease_ttl=0.4)
+    await replica.connection_opened(1, 7)
+    for _ in range(3):
+        await asyncio.sleep(0.2)
+        assert await replica.renew(1, [7]) == []
+        assert await replica.reap() == []
+    # Redis restarted empty: the renewal brings the worker back, and says so.
+    keys = await replica.redis.keys(f"{replica.prefix}*")
+    await replica.redis.delete(*keys)
+    assert await replica.renew(1, [7]) == [7]
+    assert (await replica.team_state(1))[1] == {7}
