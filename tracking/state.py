@@ -6,8 +6,10 @@ goodbye, its leases expire and any surviving replica reaps them and reports the 
 Each operation is one Lua script, so replicas never race and every call is one round trip.
 """
 
+import asyncio
 import json
 import logging
+import weakref
 
 from redis import asyncio as aioredis
 
@@ -148,15 +150,36 @@ class RedisRelayState:
     """Last-known positions and presence shared by every replica through Redis."""
 
     def __init__(self, *, url: str, replica: str, lease_ttl: float, prefix: str = "teamtrack:"):
-        self.redis = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        self.url = url
         self.replica = replica
         self.lease_ttl = lease_ttl
         self.prefix = prefix
-        self._open = self.redis.register_script(_OPEN)
-        self._close = self.redis.register_script(_CLOSE)
-        self._renew = self.redis.register_script(_RENEW)
-        self._reap = self.redis.register_script(_REAP)
-        self._store_latest = self.redis.register_script(_STORE_LATEST)
+        # A client binds to the event loop it first runs on, so keep one per loop.
+        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        # Scripts are loaded by SHA on whichever client runs them; this one only encodes.
+        scripts = aioredis.Redis.from_url(url)
+        self._open = scripts.register_script(_OPEN)
+        self._close = scripts.register_script(_CLOSE)
+        self._renew = scripts.register_script(_RENEW)
+        self._reap = scripts.register_script(_REAP)
+        self._store_latest = scripts.register_script(_STORE_LATEST)
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """Return the Redis client of the running event loop."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = self._clients[loop] = aioredis.Redis.from_url(
+                self.url, socket_timeout=5, socket_connect_timeout=5
+            )
+        return client
+
+    async def close(self) -> None:
+        """Close the connections of the running event loop."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
 
     def _key(self, kind: str, team_id: int | None = None) -> str:
         return f"{self.prefix}{kind}" if team_id is None else f"{self.prefix}{kind}:{team_id}"
@@ -168,19 +191,19 @@ class RedisRelayState:
         """Take a lease for the first socket of a worker here; return whether it came online."""
         keys = [self._key("leases", team_id), self._key("online", team_id), self._key("teams")]
         args = [self._member(worker_id), worker_id, self.lease_ttl, team_id]
-        return await self._open(keys, args) == 1
+        return await self._open(keys, args, client=self.redis) == 1
 
     async def connection_closed(self, team_id: int, worker_id: int) -> bool:
         """Give back the lease of a worker's last socket here; return whether it went offline."""
         keys = [self._key("leases", team_id), self._key("online", team_id)]
-        return await self._close(keys, [self._member(worker_id), worker_id]) == 1
+        return await self._close(keys, [self._member(worker_id), worker_id], client=self.redis) == 1
 
     async def store_latest(self, team_id: int, positions: dict[int, dict]) -> dict[int, dict]:
         """Keep the positions newer than the last known; return those that were."""
         args = []
         for worker_id, position in positions.items():
             args += [worker_id, repr(position["ts"]), json.dumps(position)]
-        newer = await self._store_latest([self._key("latest", team_id)], args)
+        newer = await self._store_latest([self._key("latest", team_id)], args, client=self.redis)
         return {int(worker_id): positions[int(worker_id)] for worker_id in newer}
 
     async def team_state(self, team_id: int) -> tuple[dict[int, dict], set[int]]:
@@ -200,11 +223,11 @@ class RedisRelayState:
         args = [self.lease_ttl, team_id]
         for worker_id in worker_ids:
             args += [self._member(worker_id), worker_id]
-        return [int(worker_id) for worker_id in await self._renew(keys, args)]
+        return [int(worker_id) for worker_id in await self._renew(keys, args, client=self.redis)]
 
     async def reap(self) -> list[tuple[int, int]]:
         """Expire the leases of dead replicas; return the (team, worker) pairs now offline."""
-        flat = await self._reap([self._key("teams")], [self.prefix])
+        flat = await self._reap([self._key("teams")], [self.prefix], client=self.redis)
         return [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     async def ping(self) -> None:

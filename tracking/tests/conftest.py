@@ -113,5 +113,5 @@ async def layer_kind(request, settings):
     if kind != "memory":
         assert isinstance(relay.state, RedisRelayState)  # the test really went through Redis
         await relay.state.redis.delete(*(await relay.state.redis.keys(f"{prefix}:*")) or [prefix])
-        await relay.state.redis.aclose()
+        await relay.state.close()
         await get_channel_layer().flush()

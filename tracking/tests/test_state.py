@@ -29,7 +29,7 @@ async def redis_states():
         keys = await state.redis.keys(f"{prefix}*")
         if keys:
             await state.redis.delete(*keys)
-        await state.redis.aclose()
+        await state.close()
 
 
 @pytest.fixture(params=["memory", "redis"])

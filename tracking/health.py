@@ -1,0 +1,65 @@
+"""Health checks for load balancers: /healthz (the process answers), /readyz (it can do its job)."""
+
+import asyncio
+import logging
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.db import connection
+from django.http import HttpResponse, JsonResponse
+
+from tracking.relay import get_relay
+
+logger = logging.getLogger(__name__)
+
+CHECK_TIMEOUT = 2.0
+HEALTH_MESSAGE = {"type": "health.check"}
+
+# One channel per layer and event loop, reused by every check: the Redis pub/sub layer
+# subscribes a new channel for good, so a new one per check would leak subscriptions.
+_health_channels: dict[tuple[int, int], str] = {}
+
+
+async def healthz(request):
+    return HttpResponse("ok\n", content_type="text/plain")
+
+
+def _check_database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+async def _check_channel_layer() -> None:
+    """Send a message to ourselves through the layer and receive it back."""
+    layer = get_channel_layer()
+    key = (id(layer), id(asyncio.get_running_loop()))
+    channel = _health_channels.get(key)
+    if channel is None:
+        channel = _health_channels[key] = await layer.new_channel()
+    try:
+        await layer.send(channel, HEALTH_MESSAGE)
+        while await layer.receive(channel) != HEALTH_MESSAGE:
+            pass
+    except BaseException:
+        # A cancelled receive unsubscribes the channel; the next check makes a new one.
+        del _health_channels[key]
+        raise
+
+
+async def _run(check) -> str:
+    try:
+        await asyncio.wait_for(check(), CHECK_TIMEOUT)
+    except Exception as error:
+        logger.warning("Readiness check %s failed: %r", check.__name__, error)
+        return "unavailable"
+    return "ok"
+
+
+async def readyz(request):
+    checks = {
+        "database": await _run(sync_to_async(_check_database)),
+        "channel_layer": await _run(_check_channel_layer),
+        "relay_state": await _run(get_relay().state.ping),
+    }
+    ready = all(result == "ok" for result in checks.values())
+    return JsonResponse({"ready": ready, **checks}, status=200 if ready else 503)
