@@ -96,19 +96,25 @@ STATICFILES_DIRS = [
 
 CHANNEL_LAYER = env.str("CHANNEL_LAYER", default="memory")
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
-# Prefix of TeamTrack's own Redis keys (last-known positions, presence leases).
-REDIS_KEY_PREFIX = env.str("REDIS_KEY_PREFIX", default="teamtrack:")
+# Prefix of every Redis key and pub/sub channel of this deployment, so that several deployments
+# (or test runs) can share one Redis without hearing each other.
+REDIS_PREFIX = env.str("REDIS_PREFIX", default="teamtrack")
 CHANNEL_LAYER_BACKENDS = {
     "memory": {"BACKEND": "channels.layers.InMemoryChannelLayer"},
     # Default for several replicas: one publish per group message, delivered only to the
     # replicas subscribed to the group (see docs/architecture.md for the measurement).
     "redis": {
         "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_PREFIX}-layer"},
     },
     "redis-core": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 10},
+        "CONFIG": {
+            "hosts": [REDIS_URL],
+            "prefix": f"{REDIS_PREFIX}-layer",
+            "capacity": 1000,
+            "expiry": 10,
+        },
     },
 }
 if CHANNEL_LAYER not in CHANNEL_LAYER_BACKENDS:

@@ -208,7 +208,7 @@ def build_relay() -> Relay:
             url=settings.REDIS_URL,
             replica=uuid.uuid4().hex[:12],
             lease_ttl=lease_ttl,
-            prefix=settings.REDIS_KEY_PREFIX,
+            prefix=f"{settings.REDIS_PREFIX}:state:",
         )
         return Relay(
             state=state, flush_window=settings.TEAMTRACK_FLUSH_WINDOW, lease_renewal=lease_ttl / 3

@@ -106,7 +106,7 @@ async def layer_kind(request, settings):
         layer["CONFIG"] = {**layer["CONFIG"], "prefix": prefix}
     settings.CHANNEL_LAYERS = {"default": layer}
     settings.TEAMTRACK_RELAY_STATE = "memory" if kind == "memory" else "redis"
-    settings.REDIS_KEY_PREFIX = f"{prefix}:"
+    settings.REDIS_PREFIX = prefix
     yield kind
     relay = get_relay()
     relay.stop()

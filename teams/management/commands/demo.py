@@ -23,24 +23,34 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=25, help="simulated devices (25)")
         parser.add_argument("--interval", type=float, default=1.0, help="seconds between reports")
         parser.add_argument("--password", help="manager password (default: a new random one)")
+        parser.add_argument(
+            "--connect",
+            metavar="URL",
+            help="drive the devices against a server already running at URL instead of serving",
+        )
 
-    def handle(self, *args, addrport, workers, interval, password, **options):
+    def handle(self, *args, addrport, workers, interval, password, connect, **options):
         call_command("migrate", interactive=False, verbosity=0)
         password = password or secrets.token_urlsafe(9)
         tokens = self.prepare_team(workers=workers, password=password)
-        host, _, port = addrport.rpartition(":")
+        if connect:
+            base = connect.rstrip("/")
+        else:
+            host, _, port = addrport.rpartition(":")
+            base = f"http://{host or '127.0.0.1'}:{port}"
         self.stdout.write(
             self.style.SUCCESS(
-                f"\nTeamTrack demo: open http://{host or '127.0.0.1'}:{port}/teams/{DEMO_TEAM}/\n"
+                f"\nTeamTrack demo: open {base}/teams/{DEMO_TEAM}/\n"
                 f"Log in as {DEMO_MANAGER!r} with password {password!r}.\n"
                 f"{workers} simulated workers report every {interval:g} s.\n"
             )
         )
-        url = f"ws://{host or '127.0.0.1'}:{port}/ws/worker/"
-        fleet = threading.Thread(
-            target=asyncio.run, args=(run_fleet(url, tokens, interval=interval),), daemon=True
-        )
-        fleet.start()
+        self.stdout.flush()
+        fleet = run_fleet(base.replace("http", "ws", 1) + "/ws/worker/", tokens, interval=interval)
+        if connect:
+            asyncio.run(fleet)
+            return
+        threading.Thread(target=asyncio.run, args=(fleet,), daemon=True).start()
         call_command("runserver", addrport, use_reloader=False)
 
     @transaction.atomic

@@ -1,0 +1,232 @@
+"""A local cluster without Docker: nginx load-balancing N daphne replicas over one channel layer.
+
+    python -m deploy.cluster --replicas 2 --layer redis --port 8080 [--demo 25]
+
+It prints the URL and stops everything on Ctrl-C. The end-to-end tests and the benchmark use
+LocalCluster from Python to start, kill and restart replicas.
+"""
+
+import argparse
+import os
+import resource
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NGINX_TEMPLATE = Path(__file__).with_name("nginx-local.conf.template")
+# Above the application's own frame limit, so that the application answers with an error frame;
+# anything larger is closed by daphne itself (1009).
+DAPHNE_MAX_MESSAGE_BYTES = 512 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def raise_open_file_limit() -> None:
+    """Lift the soft limit on open files to the hard limit; every socket is a file."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def wait_for(url: str, process: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited with {process.returncode}")
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer within {timeout:g} s")
+
+
+class LocalCluster:
+    """nginx and N daphne replicas on this machine, sharing one database and channel layer."""
+
+    def __init__(
+        self,
+        *,
+        replicas: int = 2,
+        layer: str = "redis",
+        port: int | None = None,
+        workdir: Path | None = None,
+        database_url: str | None = None,
+        env: dict[str, str] | None = None,
+    ):
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="teamtrack-cluster-"))
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.replica_ports = [free_port() for _ in range(replicas)]
+        self.env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "teamtrack.settings",
+            "CHANNEL_LAYER": layer,
+            "DATABASE_URL": database_url or f"sqlite:///{self.workdir / 'db.sqlite3'}",
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        self.replicas: list[subprocess.Popen | None] = [None] * replicas
+        self.nginx: subprocess.Popen | None = None
+        self.logs: list = []
+
+    def replica_url(self, index: int) -> str:
+        return f"http://127.0.0.1:{self.replica_ports[index]}"
+
+    def log_path(self, name: str) -> Path:
+        return self.workdir / f"{name}.log"
+
+    def manage(self, *args: str) -> str:
+        """Run a manage.py command against the cluster's database and layer; return its output."""
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if result.returncode:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stderr}")
+        return result.stdout
+
+    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
+        log = open(self.log_path(name), "a")  # closed in stop()
+        self.logs.append(log)
+        return subprocess.Popen(
+            command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def start_replica(self, index: int) -> None:
+        port = self.replica_ports[index]
+        process = self._spawn(
+            f"replica-{index}",
+            [
+                sys.executable, "-m", "daphne",
+                "-b", "127.0.0.1", "-p", str(port),
+                "--proxy-headers",
+                "--websocket-max-message-size", str(DAPHNE_MAX_MESSAGE_BYTES),
+                "--websocket-max-frame-size", str(DAPHNE_MAX_MESSAGE_BYTES),
+                "teamtrack.asgi:application",
+            ],
+        )  # fmt: skip
+        self.replicas[index] = process
+        wait_for(f"{self.replica_url(index)}/healthz", process)
+
+    def start_nginx(self) -> None:
+        (self.workdir / "nginx-tmp").mkdir(exist_ok=True)
+        servers = "\n".join(
+            f"        server 127.0.0.1:{port} max_fails=1 fail_timeout=5s;"
+            for port in self.replica_ports
+        )
+        config = string.Template(NGINX_TEMPLATE.read_text()).substitute(
+            workdir=self.workdir, port=self.port, servers=servers
+        )
+        config_path = self.workdir / "nginx.conf"
+        config_path.write_text(config)
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        self.nginx = self._spawn(
+            "nginx", [nginx, "-p", str(self.workdir), "-c", str(config_path), "-g", "daemon off;"]
+        )
+        wait_for(f"{self.url}/healthz", self.nginx)
+
+    def start(self) -> "LocalCluster":
+        raise_open_file_limit()
+        self.manage("migrate", "--verbosity", "0")
+        for index in range(len(self.replicas)):
+            self.start_replica(index)
+        self.start_nginx()
+        return self
+
+    def signal_replica(self, index: int, signum: int = signal.SIGKILL) -> None:
+        """Send a replica a signal (SIGKILL: a crash; SIGTERM: a graceful stop) and reap it."""
+        process = self.replicas[index]
+        process.send_signal(signum)
+        process.wait(30)
+
+    def stop(self) -> None:
+        for process in [self.nginx, *self.replicas]:
+            if process is not None and process.poll() is None:
+                process.terminate()
+        for process in [self.nginx, *self.replicas]:
+            if process is not None:
+                try:
+                    process.wait(10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        for log in self.logs:
+            log.close()
+        self.logs.clear()
+
+    def __enter__(self) -> "LocalCluster":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--layer", default="redis", choices=["redis", "redis-core", "memory"])
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--database-url", help="default: a SQLite file in the work directory")
+    parser.add_argument("--workdir", type=Path, help="logs, nginx.conf, database (default: temp)")
+    parser.add_argument(
+        "--demo", type=int, metavar="WORKERS", help="also run the demo team with this many devices"
+    )
+    args = parser.parse_args()
+    if args.layer == "memory" and args.replicas > 1:
+        parser.error("the memory layer cannot relay between replicas; use redis")
+    cluster = LocalCluster(
+        replicas=args.replicas,
+        layer=args.layer,
+        port=args.port,
+        workdir=args.workdir,
+        database_url=args.database_url,
+    )
+    demo = None
+    try:
+        cluster.start()
+        print(f"TeamTrack: {cluster.url}/  ({args.replicas} replicas, {args.layer} layer)")
+        for index in range(args.replicas):
+            print(f"  replica {index}: {cluster.replica_url(index)}/")
+        print(f"  logs and nginx.conf: {cluster.workdir}")
+        if args.demo:
+            demo = cluster._spawn(
+                "demo",
+                [sys.executable, "manage.py", "demo", "--connect", cluster.url,
+                 "--workers", str(args.demo)],
+            )  # fmt: skip
+            time.sleep(3)
+            print(cluster.log_path("demo").read_text())
+        print("Ctrl-C stops everything.")
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        while all(p.poll() is None for p in [cluster.nginx, *cluster.replicas]):
+            time.sleep(0.5)
+        print("A process of the cluster exited; stopping.", file=sys.stderr)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if demo is not None:
+            demo.terminate()
+            demo.wait()
+        cluster.stop()
+        print("Stopped.")
+
+
+if __name__ == "__main__":
+    main()
