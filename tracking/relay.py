@@ -124,6 +124,8 @@ class Relay:
 
     async def snapshot(self, *, team_id: int, team_slug: str, roster: list[tuple[int, str]]) -> str:
         """Encode the snapshot frame of a team: every worker, its last position and presence."""
+        # Replicas with managers reap dead replicas' leases, even if no device is connected here.
+        self._ensure_maintenance()
         latest, online = await self.state.team_state(team_id)
         workers = []
         for worker_id, name in roster:

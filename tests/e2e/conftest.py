@@ -1,6 +1,7 @@
 """Real server processes for end-to-end tests: daphne (or the demo) on a free port, own database."""
 
 import http.cookiejar
+import json
 import os
 import socket
 import subprocess
@@ -8,9 +9,12 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
+
+from deploy.cluster import LocalCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,6 +23,21 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def login(base: str, username: str, password: str) -> dict[str, str]:
+    """Log in through the login form; return the headers a manager socket needs."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    opener.open(f"{base}/accounts/login/", timeout=5)
+    csrf = next(cookie.value for cookie in jar if cookie.name == "csrftoken")
+    form = urllib.parse.urlencode(
+        {"username": username, "password": password, "csrfmiddlewaretoken": csrf}
+    ).encode()
+    opener.open(f"{base}/accounts/login/", data=form, timeout=5)
+    session = next((c.value for c in jar if c.name == "sessionid"), None)
+    assert session, f"login as {username} failed"
+    return {"Cookie": f"sessionid={session}", "Origin": base}
 
 
 class Server:
@@ -80,18 +99,35 @@ class Server:
             self.log.close()
 
     def login(self, username: str, password: str) -> dict[str, str]:
-        """Log in through the login form; return the headers a manager socket needs."""
-        jar = http.cookiejar.CookieJar()
-        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-        opener.open(f"{self.base}/accounts/login/", timeout=5)
-        csrf = next(cookie.value for cookie in jar if cookie.name == "csrftoken")
-        form = urllib.parse.urlencode(
-            {"username": username, "password": password, "csrfmiddlewaretoken": csrf}
-        ).encode()
-        opener.open(f"{self.base}/accounts/login/", data=form, timeout=5)
-        session = next((c.value for c in jar if c.name == "sessionid"), None)
-        assert session, f"login as {username} failed"
-        return {"Cookie": f"sessionid={session}", "Origin": self.base}
+        return login(self.base, username, password)
+
+
+@pytest.fixture
+def cluster(tmp_path, request):
+    """Two daphne replicas behind nginx, relayed through the real Redis, with short leases."""
+    layer = getattr(request, "param", "redis")
+    cluster = LocalCluster(
+        replicas=2,
+        layer=layer,
+        workdir=tmp_path,
+        env={"PRESENCE_TTL_SECONDS": "3", "REDIS_PREFIX": f"e2e-{uuid.uuid4().hex[:8]}"},
+    )
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+def provision(cluster, *, teams: int, workers: int, managers: int = 1) -> list[dict]:
+    """Create teams load-1..N with workers and managers; return them with tokens and logins."""
+    out = cluster.workdir / "provisioned.json"
+    cluster.manage(
+        "provision", "--teams", str(teams), "--workers", str(workers),
+        "--managers", str(managers), "--password", PASSWORD, "--output", str(out),
+    )  # fmt: skip
+    return json.loads(out.read_text())["teams"]
+
+
+PASSWORD = "e2e-password-123"
 
 
 @pytest.fixture

@@ -1,0 +1,178 @@
+"""The local cluster: two daphne replicas behind nginx, relayed through the real Redis."""
+
+import asyncio
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.clients import Device, ManagerWatch, wait_until
+from tests.e2e.conftest import PASSWORD, login, provision
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def ws(url: str) -> str:
+    return url.replace("http", "ws", 1)
+
+
+def test_worker_on_one_replica_is_seen_by_managers_on_the_other(cluster):
+    (team,) = provision(cluster, teams=1, workers=2)
+    alice, arno = team["workers"]
+    replica_a, replica_b = cluster.replica_url(0), cluster.replica_url(1)
+
+    async def scenario():
+        on_b = await ManagerWatch(ws(replica_b), team["slug"], login(replica_b, team["managers"][0], PASSWORD)).start()  # fmt: skip
+        device = Device(ws(replica_a), alice["token"], lat=10.0)
+        device.start()
+        await wait_until(
+            lambda: alice["id"] in on_b.latest, 5, "position from replica A never reached B"
+        )
+        assert on_b.presence[0] == {"type": "presence", "id": alice["id"], "name": alice["name"], "online": True}  # fmt: skip
+        # A manager connecting later, on A, gets the complete snapshot from the shared state.
+        on_a = await ManagerWatch(ws(replica_a), team["slug"], login(replica_a, team["managers"][0], PASSWORD)).start()  # fmt: skip
+        by_id = {w["id"]: w for w in on_a.snapshot["workers"]}
+        assert by_id[alice["id"]]["online"] is True and by_id[alice["id"]]["lat"] == 10.0
+        assert by_id[arno["id"]]["online"] is False and by_id[arno["id"]]["lat"] is None
+        await device.stop()
+        await wait_until(lambda: alice["id"] not in on_b.online(), 5, "offline never reached B")
+        await wait_until(lambda: alice["id"] not in on_a.online(), 5, "offline never reached A")
+        await on_a.stop()
+        await on_b.stop()
+
+    asyncio.run(scenario())
+
+
+def test_through_nginx_every_manager_gets_every_latest_position_of_its_team_only(cluster):
+    teams = provision(cluster, teams=3, workers=15, managers=2)
+
+    async def scenario():
+        watches = {}
+        for team in teams:
+            for username in team["managers"]:
+                for _ in range(2):  # two browser tabs each, spread over the replicas by nginx
+                    headers = login(cluster.url, username, PASSWORD)
+                    watches.setdefault(team["slug"], []).append(
+                        await ManagerWatch(ws(cluster.url), team["slug"], headers).start()
+                    )
+        devices = {}
+        for number, team in enumerate(teams):
+            for worker in team["workers"]:
+                device = Device(
+                    ws(cluster.url), worker["token"], lat=number * 10 + 1, interval=0.25
+                )
+                devices[worker["id"]] = device
+                device.start()
+        await asyncio.sleep(3)
+        for device in devices.values():
+            await device.stop()
+        final = {worker_id: device.seq for worker_id, device in devices.items()}
+
+        for team in teams:
+            mine = {worker["id"] for worker in team["workers"]}
+            for watch in watches[team["slug"]]:
+                await wait_until(
+                    lambda w=watch, m=mine: all(
+                        w.latest.get(i, {}).get("lng") == final[i] / 1000 for i in m
+                    ),
+                    5,
+                    f"a manager of {team['slug']} missed a latest position",
+                )
+                assert set(watch.latest) == mine, "positions of another team leaked"
+                assert {e["id"] for e in watch.presence} <= mine, "presence of another team leaked"
+                assert {w["id"] for w in watch.snapshot["workers"]} == mine
+        assert not any(device.errors for device in devices.values())
+        for team_watches in watches.values():
+            for watch in team_watches:
+                await watch.stop()
+
+    asyncio.run(scenario())
+
+
+def test_sigkill_of_a_replica_loses_nothing_for_managers_on_the_survivor(cluster):
+    (team,) = provision(cluster, teams=1, workers=12)
+    survivor = cluster.replica_url(1)
+
+    async def scenario():
+        headers = login(survivor, team["managers"][0], PASSWORD)
+        watch = await ManagerWatch(ws(survivor), team["slug"], headers).start()
+        devices = {w["id"]: Device(ws(cluster.url), w["token"], lat=5.0) for w in team["workers"]}
+        for device in devices.values():
+            device.start()
+        await wait_until(
+            lambda: len(watch.latest) == 12, 10, "not every worker reached the survivor"
+        )
+        assert watch.online() == set(devices)
+
+        cluster.signal_replica(0)  # a crash: no goodbye from replica 0
+        killed_at = time.monotonic()
+        await wait_until(
+            lambda: all(watch.received_at[i] > killed_at + 0.5 for i in devices),
+            15,
+            "some workers never came back through nginx to the survivor",
+        )
+        recovered = max(watch.received_at[i] for i in devices) - killed_at
+        assert all(device.connections >= 1 for device in devices.values())
+        assert sum(device.connections for device in devices.values()) > 12, (
+            "no device was on the killed replica; the test proved nothing"
+        )
+        # Leases of the dead replica expire (3 s here) without showing anyone offline,
+        # because every worker holds a live lease on the survivor by then.
+        await asyncio.sleep(4.5)
+        assert watch.online() == set(devices), "a reconnected worker was shown offline"
+        late = await ManagerWatch(ws(survivor), team["slug"], headers).start()
+        assert {w["id"] for w in late.snapshot["workers"] if w["online"]} == set(devices)
+
+        for device in devices.values():
+            await device.stop()
+        await wait_until(lambda: watch.online() == set(), 10, "ghost workers stayed online")
+        await watch.stop()
+        await late.stop()
+        return recovered
+
+    recovered = asyncio.run(scenario())
+    print(f"workers of the killed replica were back on the survivor {recovered:.1f} s later")
+
+
+def test_a_dead_replicas_workers_turn_offline_when_they_do_not_come_back(cluster):
+    (team,) = provision(cluster, teams=1, workers=1)
+    (worker,) = team["workers"]
+
+    async def scenario():
+        headers = login(cluster.replica_url(1), team["managers"][0], PASSWORD)
+        watch = await ManagerWatch(ws(cluster.replica_url(1)), team["slug"], headers).start()
+        # The device talks to replica 0 directly, so it cannot reconnect anywhere once 0 dies.
+        device = Device(ws(cluster.replica_url(0)), worker["token"], lat=1.0)
+        device.start()
+        await wait_until(lambda: worker["id"] in watch.online(), 5, "worker never came online")
+        cluster.signal_replica(0)
+        killed_at = time.monotonic()
+        await wait_until(lambda: worker["id"] not in watch.online(), 10, "ghost worker")
+        took = time.monotonic() - killed_at
+        await device.stop()
+        await watch.stop()
+        return took
+
+    took = asyncio.run(scenario())
+    assert took < 3 + 3 / 3 + 2  # lease TTL + one renewal period + slack
+    print(f"the dead replica's worker was shown offline {took:.1f} s after the kill")
+
+
+@pytest.mark.skipif(
+    not (shutil.which("docker-compose") or shutil.which("docker")),
+    reason="no docker client on this machine to parse compose.yaml",
+)
+def test_compose_file_is_valid():
+    commands = [["docker-compose", "config", "--quiet"], ["docker", "compose", "config", "--quiet"]]
+    for command in commands:
+        if shutil.which(command[0]):
+            result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+            if "is not a docker command" in result.stderr:
+                continue  # the docker client without its compose plugin
+            assert result.returncode == 0, result.stderr
+            return
+    pytest.skip("neither docker-compose nor the docker compose plugin is installed")
