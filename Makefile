@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint e2e
+.PHONY: install demo test lint e2e cluster
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,3 +26,7 @@ test: lint
 
 e2e: install
 	$(BIN)/pytest -m e2e
+
+# nginx over 2 daphne replicas relayed through Redis, with the demo team (see README.md).
+cluster: install
+	$(BIN)/python -m deploy.cluster --replicas 2 --layer redis --port 8080 --demo 25
