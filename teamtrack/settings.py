@@ -4,6 +4,7 @@ The embedded defaults run everything in one process for development:
 SQLite, the in-memory channel layer and local hosts only.
 """
 
+import warnings
 from pathlib import Path
 
 import environ
@@ -93,6 +94,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# Until collectstatic fills STATIC_ROOT (production images do), WhiteNoise serves files through
+# the finders in development and would warn about the missing folder on every start.
+warnings.filterwarnings("ignore", message="No directory at", module="whitenoise.base")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {

@@ -92,6 +92,11 @@ def test_through_nginx_every_manager_gets_every_latest_position_of_its_team_only
                 await watch.stop()
 
     asyncio.run(scenario())
+    logs = "".join(path.read_text() for path in cluster.workdir.glob("*.log"))
+    assert "WSCONNECT /ws/worker/" in logs  # the logs are the ones that saw the traffic
+    for team in teams:
+        for worker in team["workers"]:
+            assert worker["token"] not in logs
 
 
 def test_sigkill_of_a_replica_loses_nothing_for_managers_on_the_survivor(cluster):
