@@ -5,14 +5,21 @@ WorkerConsumer serves a worker's device on /ws/worker/; TeamConsumer serves a ma
 """
 
 import asyncio
+import logging
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from redis.exceptions import RedisError
 
 from teams import selectors
 from tracking import protocol
 from tracking.protocol import ClientError
-from tracking.relay import get_relay, team_group, worker_group
+from tracking.relay import RelayUnavailable, get_relay
+
+logger = logging.getLogger(__name__)
+
+# What an unreachable channel layer raises from inside Channels' own dispatch loop.
+LAYER_ERRORS = (RedisError, OSError)
 
 
 def bearer_token(scope) -> str | None:
@@ -25,7 +32,28 @@ def bearer_token(scope) -> str | None:
     return None
 
 
-class WorkerConsumer(AsyncWebsocketConsumer):
+class RelaySocketConsumer(AsyncWebsocketConsumer):
+    """Base of both sockets: an unreachable channel layer closes a socket with 4503, never 1011."""
+
+    accepted = False
+
+    async def accept(self, subprotocol=None, headers=None):
+        await super().accept(subprotocol, headers)
+        self.accepted = True
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        except LAYER_ERRORS as error:
+            logger.warning("Closing a socket, the channel layer is unreachable: %r", error)
+            if not self.accepted:
+                await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": protocol.CLOSE_TRY_AGAIN})
+            if self.accepted:
+                await self.disconnect(protocol.CLOSE_TRY_AGAIN)
+
+
+class WorkerConsumer(RelaySocketConsumer):
     worker = None  # set once the device's token is accepted
     auth_timer = None
 
@@ -65,9 +93,8 @@ class WorkerConsumer(AsyncWebsocketConsumer):
         if self.auth_timer is not None:
             self.auth_timer.cancel()
         if self.worker is not None:
-            await self.channel_layer.group_discard(worker_group(self.worker.id), self.channel_name)
             await get_relay().worker_disconnected(
-                team_id=self.worker.team_id, worker_id=self.worker.id
+                self.channel_name, team_id=self.worker.team_id, worker_id=self.worker.id
             )
 
     async def authenticate(self, token: str):
@@ -77,11 +104,14 @@ class WorkerConsumer(AsyncWebsocketConsumer):
         if worker is None:
             await self.refuse()
             return
+        try:
+            await get_relay().worker_connected(
+                self.channel_name, team_id=worker.team_id, worker_id=worker.id, name=worker.name
+            )
+        except RelayUnavailable:
+            await self.close(code=protocol.CLOSE_TRY_AGAIN)
+            return
         self.worker = worker
-        await self.channel_layer.group_add(worker_group(worker.id), self.channel_name)
-        await get_relay().worker_connected(
-            team_id=worker.team_id, worker_id=worker.id, name=worker.name
-        )
 
     async def refuse(self):
         await self.close(code=protocol.CLOSE_UNAUTHENTICATED)
@@ -95,7 +125,7 @@ class WorkerConsumer(AsyncWebsocketConsumer):
         await self.refuse()
 
 
-class TeamConsumer(AsyncWebsocketConsumer):
+class TeamConsumer(RelaySocketConsumer):
     team = None
 
     async def connect(self):
@@ -112,15 +142,16 @@ class TeamConsumer(AsyncWebsocketConsumer):
         if not await database_sync_to_async(selectors.team_can_watch)(user=user, team=team):
             await self.close(code=protocol.CLOSE_FORBIDDEN)
             return
-        self.team = team
-        # Join before taking the snapshot, so that nothing sent in between is missed.
-        await self.channel_layer.group_add(team_group(team.id), self.channel_name)
+        self.team = team  # from here on, disconnect() leaves the team's group
         roster = await database_sync_to_async(selectors.team_roster)(team=team)
-        await self.send(
-            text_data=await get_relay().snapshot(
-                team_id=team.id, team_slug=team.slug, roster=roster
+        try:
+            snapshot = await get_relay().watch_team(
+                self.channel_name, team_id=team.id, team_slug=team.slug, roster=roster
             )
-        )
+        except RelayUnavailable:
+            await self.close(code=protocol.CLOSE_TRY_AGAIN)
+            return
+        await self.send(text_data=snapshot)
 
     async def receive(self, text_data=None, bytes_data=None):
         error = ClientError("invalid_frame", "this socket only sends; it takes no frames")
@@ -128,7 +159,7 @@ class TeamConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code):
         if self.team is not None:
-            await self.channel_layer.group_discard(team_group(self.team.id), self.channel_name)
+            await get_relay().unwatch_team(self.channel_name, team_id=self.team.id)
 
     # Channel-layer handlers: the relay sends frames already encoded, once for all managers.
 

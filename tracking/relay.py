@@ -37,6 +37,10 @@ PRESENCE_CHANGED = "presence.changed"
 WORKER_REVOKED = "worker.revoked"
 
 
+class RelayUnavailable(Exception):
+    """The channel layer or the shared state cannot be reached; a socket cannot be served now."""
+
+
 class Relay:
     """Gathers positions per team for one flush window, then sends each team one frame."""
 
@@ -55,17 +59,24 @@ class Relay:
 
     # ------------------------------------------------------------ device side
 
-    async def worker_connected(self, *, team_id: int, worker_id: int, name: str) -> None:
-        """Record a device socket and tell managers if the worker came online."""
+    async def worker_connected(
+        self, channel_name: str, *, team_id: int, worker_id: int, name: str
+    ) -> None:
+        """Join a device socket to its worker's group; tell managers if the worker came online."""
         self._ensure_maintenance()
+        try:
+            await get_channel_layer().group_add(worker_group(worker_id), channel_name)
+        except Exception as error:
+            raise RelayUnavailable from error
         self.names[worker_id] = name
         self.local_sockets[team_id, worker_id] += 1
         if self.local_sockets[team_id, worker_id] == 1:
             if await self._guard(self.state.connection_opened(team_id, worker_id)):
                 await self._send_presence(team_id, worker_id, online=True)
 
-    async def worker_disconnected(self, *, team_id: int, worker_id: int) -> None:
+    async def worker_disconnected(self, channel_name: str, *, team_id: int, worker_id: int) -> None:
         """Deliver what the worker sent, then tell managers if it went offline."""
+        await self._guard(get_channel_layer().group_discard(worker_group(worker_id), channel_name))
         await self.flush_team(team_id)
         self.local_sockets[team_id, worker_id] -= 1
         if self.local_sockets[team_id, worker_id] > 0:
@@ -122,11 +133,18 @@ class Relay:
 
     # ------------------------------------------------------------ manager side
 
-    async def snapshot(self, *, team_id: int, team_slug: str, roster: list[tuple[int, str]]) -> str:
-        """Encode the snapshot frame of a team: every worker, its last position and presence."""
+    async def watch_team(
+        self, channel_name: str, *, team_id: int, team_slug: str, roster: list[tuple[int, str]]
+    ) -> str:
+        """Join a manager socket to its team's group; return the team's snapshot frame."""
         # Replicas with managers reap dead replicas' leases, even if no device is connected here.
         self._ensure_maintenance()
-        latest, online = await self.state.team_state(team_id)
+        try:
+            # Join before taking the snapshot, so that nothing sent in between is missed.
+            await get_channel_layer().group_add(team_group(team_id), channel_name)
+            latest, online = await self.state.team_state(team_id)
+        except Exception as error:
+            raise RelayUnavailable from error
         workers = []
         for worker_id, name in roster:
             entry = {"id": worker_id, "name": name, "lat": None, "lng": None, "ts": None}
@@ -135,6 +153,10 @@ class Relay:
             entry["online"] = worker_id in online
             workers.append(entry)
         return protocol.encode_snapshot(team_slug, workers)
+
+    async def unwatch_team(self, channel_name: str, *, team_id: int) -> None:
+        """Take a manager socket out of its team's group."""
+        await self._guard(get_channel_layer().group_discard(team_group(team_id), channel_name))
 
     # ------------------------------------------------------------ leases (shared state only)
 

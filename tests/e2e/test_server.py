@@ -94,3 +94,26 @@ def test_demo_command_moves_a_team_on_the_map(server):
             assert all(41.3 < p["lat"] < 41.5 and 2.0 < p["lng"] < 2.3 for p in moved.values())
 
     asyncio.run(scenario())
+
+
+def test_daphne_closes_sockets_4503_when_redis_is_unreachable(server):
+    server.env.update(CHANNEL_LAYER="redis", REDIS_URL="redis://127.0.0.1:1/0")
+    server.manage("migrate", "--verbosity", "0")
+    server.manage("addteam", "alpha", "--manager", "ann", "--password", "pw-ann-123")
+    token = server.manage("addworker", "alpha", "Alice").strip().splitlines()[-1]
+    server.start(sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(server.port),
+                 "teamtrack.asgi:application")  # fmt: skip
+    ann = server.login("ann", "pw-ann-123")
+
+    async def scenario():
+        async with websockets.connect(
+            f"{server.ws_base}/ws/worker/", additional_headers={"Authorization": f"Bearer {token}"}
+        ) as worker:
+            assert await close_code(worker) == 4503
+        async with websockets.connect(
+            f"{server.ws_base}/ws/teams/alpha/", additional_headers=ann
+        ) as manager:
+            assert await close_code(manager) == 4503
+
+    asyncio.run(scenario())
+    assert "Traceback" not in server.output()
