@@ -69,6 +69,7 @@ class ManagerWatch:
         self.snapshot: dict | None = None
         self.latest: dict[int, dict] = {}  # worker id -> newest position seen
         self.received_at: dict[int, float] = {}  # worker id -> when its last position arrived
+        self.longest_gap: dict[int, float] = {}  # worker id -> longest wait between positions
         self.presence: list[dict] = []
         self.frames = 0
         self.task: asyncio.Task | None = None
@@ -103,8 +104,14 @@ class ManagerWatch:
                 elif frame["type"] == "positions":
                     now = time.monotonic()
                     for position in frame["positions"]:
-                        self.latest[position["id"]] = position
-                        self.received_at[position["id"]] = now
+                        worker_id = position["id"]
+                        if worker_id in self.received_at:
+                            gap = now - self.received_at[worker_id]
+                            self.longest_gap[worker_id] = max(
+                                gap, self.longest_gap.get(worker_id, 0)
+                            )
+                        self.latest[worker_id] = position
+                        self.received_at[worker_id] = now
                 elif frame["type"] == "presence":
                     self.presence.append(frame)
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from redis import asyncio as aioredis
 
 from tests.e2e.clients import Device, ManagerWatch, wait_until
 from tests.e2e.conftest import PASSWORD, login, provision
@@ -46,6 +47,55 @@ def test_worker_on_one_replica_is_seen_by_managers_on_the_other(cluster):
         await on_b.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_team_costs_one_broker_message_per_window_and_reaches_only_interested_replicas(
+    cluster,
+):
+    watched, unwatched = provision(cluster, teams=2, workers=10)
+    replica_a, replica_b = cluster.replica_url(0), cluster.replica_url(1)
+    channel = f"{cluster.env['REDIS_PREFIX']}-layer__group__team.{{}}"
+
+    async def scenario():
+        redis = aioredis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+        headers = login(replica_b, watched["managers"][0], PASSWORD)
+        watch = await ManagerWatch(ws(replica_b), watched["slug"], headers).start()
+        devices = [
+            Device(ws(replica_a), worker["token"], lat=1.0, interval=0.05)
+            for team in (watched, unwatched)
+            for worker in team["workers"]
+        ]
+        for device in devices:
+            device.start()
+        await wait_until(lambda: len(watch.latest) == 10, 5, "positions never arrived")
+        subscribers = dict(
+            await redis.pubsub_numsub(
+                channel.format(watched["id"]), channel.format(unwatched["id"])
+            )
+        )
+        sent_before = sum(device.seq for device in devices)
+        publishes_before = (await redis.info("commandstats"))["cmdstat_publish"]["calls"]
+        frames_before = watch.frames
+        await asyncio.sleep(3)
+        publishes = (await redis.info("commandstats"))["cmdstat_publish"][
+            "calls"
+        ] - publishes_before
+        sent = sum(device.seq for device in devices) - sent_before
+        frames = watch.frames - frames_before
+        for device in devices:
+            await device.stop()
+        await watch.stop()
+        await redis.aclose()
+        return subscribers, publishes, sent, frames
+
+    subscribers, publishes, sent, frames = asyncio.run(scenario())
+    # Only replica B, which holds a manager of the watched team, hears that team at all.
+    assert list(subscribers.values()) == [1, 0]
+    windows = 3 / 0.1
+    assert sent > 500  # 20 devices at 20 Hz
+    assert publishes <= 2 * windows * 1.3, f"{publishes} publishes for {sent} positions"
+    assert frames <= windows * 1.3, f"the manager got {frames} frames in {windows:g} windows"
+    print(f"{sent} positions in 3 s became {publishes} broker messages and {frames} frames")
 
 
 def test_through_nginx_every_manager_gets_every_latest_position_of_its_team_only(cluster):
@@ -114,6 +164,7 @@ def test_sigkill_of_a_replica_loses_nothing_for_managers_on_the_survivor(cluster
         )
         assert watch.online() == set(devices)
 
+        watch.longest_gap.clear()
         cluster.signal_replica(0)  # a crash: no goodbye from replica 0
         killed_at = time.monotonic()
         await wait_until(
@@ -126,6 +177,10 @@ def test_sigkill_of_a_replica_loses_nothing_for_managers_on_the_survivor(cluster
         assert sum(device.connections for device in devices.values()) > 12, (
             "no device was on the killed replica; the test proved nothing"
         )
+        # Workers that were on the survivor all along never paused for its managers.
+        stayed = [i for i, device in devices.items() if device.connections == 1]
+        assert stayed, "every device was on the killed replica"
+        assert max(watch.longest_gap[i] for i in stayed) < 1.0
         # Leases of the dead replica expire (3 s here) without showing anyone offline,
         # because every worker holds a live lease on the survivor by then.
         await asyncio.sleep(4.5)

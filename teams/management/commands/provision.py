@@ -37,7 +37,9 @@ class Command(BaseCommand):
                     team=team, name=f"{slug} worker {worker_number}"
                 )
                 members.append({"id": worker.id, "name": worker.name, "token": token})
-            result["teams"].append({"slug": slug, "managers": usernames, "workers": members})
+            result["teams"].append(
+                {"id": team.id, "slug": slug, "managers": usernames, "workers": members}
+            )
         text = json.dumps(result, indent=1)
         if output:
             with open(output, "w") as file:
