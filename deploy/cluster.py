@@ -40,6 +40,21 @@ def raise_open_file_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def manage(env: dict[str, str], *args: str) -> str:
+    """Run a manage.py command in this environment; return its output, raise if it fails."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if result.returncode:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stderr}")
+    return result.stdout
+
+
 def wait_for(url: str, process: subprocess.Popen, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -90,17 +105,7 @@ class LocalCluster:
 
     def manage(self, *args: str) -> str:
         """Run a manage.py command against the cluster's database and layer; return its output."""
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if result.returncode:
-            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stderr}")
-        return result.stdout
+        return manage(self.env, *args)
 
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen:
         log = open(self.log_path(name), "a")  # closed in stop()

@@ -3,10 +3,8 @@
 import http.cookiejar
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.parse
 import urllib.request
 import uuid
@@ -14,15 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from deploy.cluster import LocalCluster
+from deploy.cluster import LocalCluster, free_port, manage, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+PASSWORD = "e2e-password-123"  # of every manager the end-to-end tests create
 
 
 def login(base: str, username: str, password: str) -> dict[str, str]:
@@ -58,31 +51,28 @@ class Server:
         self.process = None
 
     def manage(self, *args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        )
-        return result.stdout
+        return manage(self.env, *args)
 
     def start(self, *command: str):
         self.log = open(self.log_path, "w")  # closed in stop()
         self.process = subprocess.Popen(
             command, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.output()
-            try:
-                urllib.request.urlopen(f"{self.base}/accounts/login/", timeout=1)
-                return
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError(f"server did not start:\n{self.output()}")
+        try:
+            wait_for(f"{self.base}/healthz", self.process)
+        except RuntimeError as error:
+            raise AssertionError(f"{error}\n{self.output()}") from None
+
+    def start_daphne(self, **teams: str) -> dict[str, str]:
+        """Create teams (slug=manager) with one worker each, start daphne; return the tokens."""
+        self.manage("migrate", "--verbosity", "0")
+        tokens = {}
+        for slug, manager in teams.items():
+            self.manage("addteam", slug, "--manager", manager, "--password", PASSWORD)
+            tokens[slug] = self.manage("addworker", slug, f"{slug} worker").splitlines()[-1]
+        self.start(sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+                   "teamtrack.asgi:application")  # fmt: skip
+        return tokens
 
     def output(self) -> str:
         return self.log_path.read_text()
@@ -125,9 +115,6 @@ def provision(cluster, *, teams: int, workers: int, managers: int = 1) -> list[d
         "--managers", str(managers), "--password", PASSWORD, "--output", str(out),
     )  # fmt: skip
     return json.loads(out.read_text())["teams"]
-
-
-PASSWORD = "e2e-password-123"
 
 
 @pytest.fixture

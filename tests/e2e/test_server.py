@@ -8,6 +8,8 @@ import time
 import pytest
 import websockets
 
+from tests.e2e.conftest import PASSWORD
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
 
@@ -29,14 +31,9 @@ async def close_code(socket, timeout: float = 5) -> int:
 
 
 def test_daphne_serves_both_sockets(server):
-    server.manage("migrate", "--verbosity", "0")
-    server.manage("addteam", "alpha", "--manager", "ann", "--password", "pw-ann-123")
-    server.manage("addteam", "bravo", "--manager", "bob", "--password", "pw-bob-123")
-    token = server.manage("addworker", "alpha", "Alice").strip().splitlines()[-1]
-    other_token = server.manage("addworker", "bravo", "Bea").strip().splitlines()[-1]
-    server.start(sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(server.port),
-                 "teamtrack.asgi:application")  # fmt: skip
-    ann = server.login("ann", "pw-ann-123")
+    tokens = server.start_daphne(alpha="ann", bravo="bob")
+    token, other_token = tokens["alpha"], tokens["bravo"]
+    ann = server.login("ann", PASSWORD)
 
     async def scenario():
         async with websockets.connect(
@@ -44,7 +41,7 @@ def test_daphne_serves_both_sockets(server):
         ) as manager:
             snapshot = await next_frame(manager, "snapshot")
             assert [(w["name"], w["online"], w["lat"]) for w in snapshot["workers"]] == [
-                ("Alice", False, None)
+                ("alpha worker", False, None)
             ]
             async with (
                 websockets.connect(
@@ -98,12 +95,8 @@ def test_demo_command_moves_a_team_on_the_map(server):
 
 def test_daphne_closes_sockets_4503_when_redis_is_unreachable(server):
     server.env.update(CHANNEL_LAYER="redis", REDIS_URL="redis://127.0.0.1:1/0")
-    server.manage("migrate", "--verbosity", "0")
-    server.manage("addteam", "alpha", "--manager", "ann", "--password", "pw-ann-123")
-    token = server.manage("addworker", "alpha", "Alice").strip().splitlines()[-1]
-    server.start(sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(server.port),
-                 "teamtrack.asgi:application")  # fmt: skip
-    ann = server.login("ann", "pw-ann-123")
+    token = server.start_daphne(alpha="ann")["alpha"]
+    ann = server.login("ann", PASSWORD)
 
     async def scenario():
         async with websockets.connect(
