@@ -9,7 +9,7 @@ channel layer carries one message per team per window and replica, however many 
 import asyncio
 import logging
 import uuid
-from collections import Counter
+from dataclasses import dataclass, field
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -26,15 +26,24 @@ def team_group(team_id: int) -> str:
     return f"team.{team_id}"
 
 
-def worker_group(worker_id: int) -> str:
-    """Name the group of every open socket of one worker's device."""
-    return f"worker.{worker_id}"
-
+# The group of every replica's relay control channel. One group for all devices, rather than one
+# per worker, keeps a replica's group memberships (Redis subscriptions, Kafka partitions) down to
+# the teams it serves; revocations are rare and reach each replica once.
+DEVICES_GROUP = "devices"
 
 # Channel-layer message types; a consumer handles "a.b" in its method a_b.
 POSITIONS_BATCH = "positions.batch"
 PRESENCE_CHANGED = "presence.changed"
 WORKER_REVOKED = "worker.revoked"
+
+
+@dataclass
+class LocalWorker:
+    """A worker with at least one device socket on this replica."""
+
+    team_id: int
+    name: str
+    channels: set[str] = field(default_factory=set)
 
 
 class RelayUnavailable(Exception):
@@ -50,11 +59,10 @@ class Relay:
         self.lease_renewal = lease_renewal
         # team id -> worker id -> newest position received in the current window
         self.pending: dict[int, dict[int, dict]] = {}
-        # (team id, worker id) -> open device sockets on this replica; names for presence frames
-        self.local_sockets: Counter[tuple[int, int]] = Counter()
-        self.names: dict[int, str] = {}
+        self.local_workers: dict[int, LocalWorker] = {}
         self.tasks: set[asyncio.Task] = set()
         self.maintenance: asyncio.Task | None = None
+        self.control_channel: str | None = None
         self.failing = False
 
     # ------------------------------------------------------------ device side
@@ -62,29 +70,30 @@ class Relay:
     async def worker_connected(
         self, channel_name: str, *, team_id: int, worker_id: int, name: str
     ) -> None:
-        """Join a device socket to its worker's group; tell managers if the worker came online."""
+        """Record a device socket; tell managers if the worker came online."""
         self._ensure_maintenance()
         try:
-            await get_channel_layer().group_add(worker_group(worker_id), channel_name)
+            await self._ensure_control_channel()
         except Exception as error:
             raise RelayUnavailable from error
-        self.names[worker_id] = name
-        self.local_sockets[team_id, worker_id] += 1
-        if self.local_sockets[team_id, worker_id] == 1:
+        worker = self.local_workers.setdefault(worker_id, LocalWorker(team_id, name))
+        worker.channels.add(channel_name)
+        if len(worker.channels) == 1:
             if await self._guard(self.state.connection_opened(team_id, worker_id)):
                 await self._send_presence(team_id, worker_id, online=True)
 
     async def worker_disconnected(self, channel_name: str, *, team_id: int, worker_id: int) -> None:
         """Deliver what the worker sent, then tell managers if it went offline."""
-        await self._guard(get_channel_layer().group_discard(worker_group(worker_id), channel_name))
         await self.flush_team(team_id)
-        self.local_sockets[team_id, worker_id] -= 1
-        if self.local_sockets[team_id, worker_id] > 0:
+        worker = self.local_workers.get(worker_id)
+        if worker is None:
             return
-        del self.local_sockets[team_id, worker_id]
+        worker.channels.discard(channel_name)
+        if worker.channels:
+            return
         if await self._guard(self.state.connection_closed(team_id, worker_id)):
             await self._send_presence(team_id, worker_id, online=False)
-        self.names.pop(worker_id, None)
+        del self.local_workers[worker_id]
 
     def positions_received(self, *, team_id: int, worker_id: int, positions: list[dict]) -> None:
         """Queue the newest of a worker's positions for the team's next flush."""
@@ -124,7 +133,8 @@ class Relay:
             )
 
     async def _send_presence(self, team_id: int, worker_id: int, *, online: bool) -> None:
-        frame = protocol.encode_presence(worker_id, self.names.get(worker_id), online)
+        worker = self.local_workers.get(worker_id)
+        frame = protocol.encode_presence(worker_id, worker and worker.name, online)
         await self._guard(
             get_channel_layer().group_send(
                 team_group(team_id), {"type": PRESENCE_CHANGED, "text": frame}
@@ -176,14 +186,40 @@ class Relay:
     async def renew_and_reap(self) -> None:
         """Renew the leases of local sockets; report workers that came back or whose replica died."""
         teams: dict[int, list[int]] = {}
-        for team_id, worker_id in self.local_sockets:
-            teams.setdefault(team_id, []).append(worker_id)
+        for worker_id, worker in self.local_workers.items():
+            teams.setdefault(worker.team_id, []).append(worker_id)
         for team_id, worker_ids in teams.items():
             for worker_id in await self.state.renew(team_id, worker_ids):
                 await self._send_presence(team_id, worker_id, online=True)
         for team_id, worker_id in await self.state.reap():
             await self._send_presence(team_id, worker_id, online=False)
         self._report_recovery()
+
+    # ------------------------------------------------------------ revocations
+
+    async def _ensure_control_channel(self) -> None:
+        """Join this replica to the devices group once, through a channel of the relay's own."""
+        if self.control_channel is None:
+            layer = get_channel_layer()
+            channel = await layer.new_channel()
+            await layer.group_add(DEVICES_GROUP, channel)
+            self.control_channel = channel
+            self._spawn(self._receive_control())
+
+    async def _receive_control(self) -> None:
+        """Close the local sockets of workers whose tokens stopped working, for as long as we run."""
+        layer = get_channel_layer()
+        while True:
+            try:
+                message = await layer.receive(self.control_channel)
+            except Exception:
+                self._report_failure()
+                await asyncio.sleep(1)
+                continue
+            worker = self.local_workers.get(message.get("worker_id"))
+            if message.get("type") == WORKER_REVOKED and worker is not None:
+                for channel in list(worker.channels):
+                    await self._guard(layer.send(channel, {"type": WORKER_REVOKED}))
 
     # ------------------------------------------------------------ failures
 
@@ -223,7 +259,7 @@ def close_worker_sockets(worker_id: int) -> None:
     """Close every open socket of a worker whose token stopped working (from sync code)."""
     try:
         async_to_sync(get_channel_layer().group_send)(
-            worker_group(worker_id), {"type": WORKER_REVOKED}
+            DEVICES_GROUP, {"type": WORKER_REVOKED, "worker_id": worker_id}
         )
     except Exception:
         # The token is already gone from the database, so no new socket gets in; an open one
