@@ -115,6 +115,7 @@ REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 # Prefix of every Redis key and pub/sub channel of this deployment, so that several deployments
 # (or test runs) can share one Redis without hearing each other.
 REDIS_PREFIX = env.str("REDIS_PREFIX", default="teamtrack")
+KAFKA_BOOTSTRAP_SERVERS = env.str("KAFKA_BOOTSTRAP_SERVERS", default="127.0.0.1:9092")
 CHANNEL_LAYER_BACKENDS = {
     "memory": {"BACKEND": "channels.layers.InMemoryChannelLayer"},
     # Default for several replicas: one publish per group message, delivered only to the
@@ -130,6 +131,18 @@ CHANNEL_LAYER_BACKENDS = {
             "prefix": f"{REDIS_PREFIX}-layer",
             "capacity": 1000,
             "expiry": 10,
+        },
+    },
+    # Our own layer (tracking/layers/kafka.py); last-known positions and presence stay in Redis.
+    "kafka": {
+        "BACKEND": "tracking.layers.kafka.KafkaChannelLayer",
+        "CONFIG": {
+            "bootstrap_servers": KAFKA_BOOTSTRAP_SERVERS,
+            "topic": env.str("KAFKA_TOPIC", default=f"{REDIS_PREFIX}-layer"),
+            "partitions": env.int("KAFKA_PARTITIONS", default=32),
+            "replication_factor": env.int("KAFKA_REPLICATION_FACTOR", default=1),
+            "producer_config": env.json("KAFKA_PRODUCER_CONFIG", default={}),
+            "consumer_config": env.json("KAFKA_CONSUMER_CONFIG", default={}),
         },
     },
 }

@@ -30,8 +30,11 @@ def _check_database() -> None:
 
 
 async def _check_channel_layer() -> None:
-    """Send a message to ourselves through the layer and receive it back."""
+    """Send a message to ourselves through the layer and receive it back; ask its broker too."""
     layer = get_channel_layer()
+    # A layer may deliver to its own process without a broker (the Kafka layer does): ask it.
+    if hasattr(layer, "ping"):
+        await layer.ping()
     key = (id(layer), id(asyncio.get_running_loop()))
     channel = _health_channels.get(key)
     if channel is None:
