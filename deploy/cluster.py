@@ -186,7 +186,9 @@ class LocalCluster:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--replicas", type=int, default=2)
-    parser.add_argument("--layer", default="redis", choices=["redis", "redis-core", "memory"])
+    parser.add_argument(
+        "--layer", default="redis", choices=["redis", "redis-core", "kafka", "memory"]
+    )
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--database-url", help="default: a SQLite file in the work directory")
     parser.add_argument("--workdir", type=Path, help="logs, nginx.conf, database (default: temp)")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from deploy.cluster import LocalCluster, free_port, manage, wait_for
+from tracking.tests.kafka_broker import kafka_broker  # noqa: F401 - a fixture for the cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "e2e-password-123"  # of every manager the end-to-end tests create
@@ -94,14 +95,14 @@ class Server:
 
 @pytest.fixture
 def cluster(tmp_path, request):
-    """Two daphne replicas behind nginx, relayed through the real Redis, with short leases."""
+    """Two daphne replicas behind nginx, relayed through the real Redis (or a Kafka broker,
+    with `@pytest.mark.parametrize("cluster", ["kafka"], indirect=True)`), with short leases."""
     layer = getattr(request, "param", "redis")
-    cluster = LocalCluster(
-        replicas=2,
-        layer=layer,
-        workdir=tmp_path,
-        env={"PRESENCE_TTL_SECONDS": "3", "REDIS_PREFIX": f"e2e-{uuid.uuid4().hex[:8]}"},
-    )
+    env = {"PRESENCE_TTL_SECONDS": "3", "REDIS_PREFIX": f"e2e-{uuid.uuid4().hex[:8]}"}
+    if layer == "kafka":
+        broker = request.getfixturevalue("kafka_broker")
+        env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+    cluster = LocalCluster(replicas=2, layer=layer, workdir=tmp_path, env=env)
     cluster.start()
     yield cluster
     cluster.stop()

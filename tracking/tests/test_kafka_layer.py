@@ -1,0 +1,131 @@
+"""What only the Kafka layer promises: reading by interest, drops instead of stalls, recovery."""
+
+import asyncio
+import uuid
+
+import pytest
+from channels.exceptions import ChannelFull
+from confluent_kafka import KafkaException
+
+from tracking.layers.kafka import KafkaChannelLayer
+from tracking.layers.utils import partition_for
+from tracking.tests.kafka_broker import KafkaBroker, kafka_broker  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.timeout(60)
+
+PARTITIONS = 16
+
+
+@pytest.fixture
+async def replicas(kafka_broker):  # noqa: F811 - the fixture imported above
+    """Make layers that stand for replicas: separate clients on one topic of their own."""
+    topic = f"test-{uuid.uuid4().hex[:8]}"
+    made = []
+
+    def make(**config) -> KafkaChannelLayer:
+        layer = KafkaChannelLayer(
+            kafka_broker.bootstrap, topic=topic, partitions=PARTITIONS, **config
+        )
+        made.append(layer)
+        return layer
+
+    yield make
+    for layer in made:
+        await layer.flush()
+
+
+def groups_apart(count: int, avoid: set[int]) -> list[str]:
+    """Return team groups whose partitions differ from each other and from `avoid`."""
+    groups, taken = [], set(avoid)
+    for team_id in range(1, 10_000):
+        partition = partition_for(f"team.{team_id}", PARTITIONS)
+        if partition not in taken:
+            groups.append(f"team.{team_id}")
+            taken.add(partition)
+            if len(groups) == count:
+                return groups
+    raise AssertionError("not enough partitions")
+
+
+async def test_a_replica_reads_only_its_inbox_and_the_partitions_of_its_groups(replicas):
+    watching, idle = replicas(), replicas()
+    manager = await watching.new_channel()
+    await idle.new_channel()
+    inboxes = {partition_for(layer._layer().process, PARTITIONS) for layer in (watching, idle)}
+    watched, unwatched = groups_apart(2, inboxes)
+    await watching.group_add(watched, manager)
+
+    reads = watching._layer().read_partitions()
+    assert reads == {
+        partition_for(watching._layer().process, PARTITIONS),
+        partition_for(watched, PARTITIONS),
+    }
+    assert partition_for(unwatched, PARTITIONS) not in reads
+    assert partition_for(watched, PARTITIONS) not in idle._layer().read_partitions()
+    # Leaving the group stops the reading.
+    await watching.group_discard(watched, manager)
+    assert partition_for(watched, PARTITIONS) not in watching._layer().read_partitions()
+
+
+async def test_group_messages_fan_out_locally_from_one_record(replicas):
+    sender, holder = replicas(), replicas()
+    managers = [await holder.new_channel() for _ in range(20)]
+    for channel in managers:
+        await holder.group_add("team.1", channel)
+    await sender.group_send("team.1", {"type": "positions.batch", "text": "x"})
+    received = await asyncio.gather(
+        *(asyncio.wait_for(holder.receive(channel), 5) for channel in managers)
+    )
+    assert all(message["text"] == "x" for message in received)
+
+
+async def test_a_full_producer_queue_drops_group_sends_and_refuses_sends(kafka_broker, replicas):  # noqa: F811
+    tiny = replicas(producer_config={"queue.buffering.max.messages": 5, "linger.ms": 1000})
+    other = replicas()
+    remote = await other.new_channel()
+    for _ in range(20):
+        await tiny.group_send("team.1", {"type": "x"})  # never raises, never waits
+    assert tiny.metrics["group_send_dropped"] >= 10
+    with pytest.raises(ChannelFull):
+        for _ in range(20):
+            await tiny.send(remote, {"type": "x"})
+
+
+async def test_a_full_local_channel_refuses_sends(replicas):
+    layer = replicas(capacity=3)
+    channel = await layer.new_channel()
+    for _ in range(3):
+        await layer.send(channel, {"type": "x"})
+    with pytest.raises(ChannelFull):
+        await layer.send(channel, {"type": "x"})
+
+
+async def test_the_layer_recovers_by_itself_when_the_broker_returns(replicas, kafka_broker):  # noqa: F811
+    sender, holder = replicas(), replicas()
+    channel = await holder.new_channel()
+    await holder.group_add("team.1", channel)
+    await sender.group_send("team.1", {"type": "x", "n": 0})
+    assert (await asyncio.wait_for(holder.receive(channel), 5))["n"] == 0
+
+    kafka_broker.stop()
+    with pytest.raises((KafkaException, TimeoutError)):
+        await asyncio.wait_for(sender.ping(), 5)
+    await asyncio.sleep(2)  # long enough for the clients to notice
+    assert sender._layer().broker_lost
+    kafka_broker.start()  # same port, empty: the topic must be created again
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    n = 0
+    while True:
+        n += 1
+        await sender.group_send("team.1", {"type": "x", "n": n})
+        try:
+            message = await asyncio.wait_for(holder.receive(channel), 0.5)
+        except TimeoutError:
+            assert loop.time() - started < 30, "the layer did not recover within 30 s"
+            continue
+        break
+    assert message["n"] > 0
+    await sender.ping()
+    print(f"delivering again {loop.time() - started:.1f} s after the broker came back")
