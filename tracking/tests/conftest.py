@@ -11,6 +11,7 @@ from django.conf import settings as django_settings
 from teamtrack.asgi import application
 from tracking.relay import get_relay
 from tracking.state import RedisRelayState
+from tracking.tests.kafka_broker import kafka_broker  # noqa: F401 - used by layer_kind
 
 ORIGIN = (b"origin", b"http://localhost")
 
@@ -95,14 +96,21 @@ async def open_manager():
         await socket.close()
 
 
-@pytest.fixture(params=["memory", "redis", "redis-core"])
+@pytest.fixture(params=["memory", "redis", "redis-core", "kafka"])
 async def layer_kind(request, settings):
     """Run a test on each channel layer, with the relay state that goes with it."""
     kind = request.param
     prefix = f"test-{uuid.uuid4().hex[:8]}"
     settings.CHANNEL_LAYER = kind
     layer = dict(django_settings.CHANNEL_LAYER_BACKENDS[kind])
-    if kind != "memory":
+    if kind == "kafka":
+        broker = request.getfixturevalue("kafka_broker")
+        layer["CONFIG"] = {
+            **layer["CONFIG"],
+            "bootstrap_servers": broker.bootstrap,
+            "topic": prefix,
+        }
+    elif kind != "memory":
         layer["CONFIG"] = {**layer["CONFIG"], "prefix": prefix}
     settings.CHANNEL_LAYERS = {"default": layer}
     settings.TEAMTRACK_RELAY_STATE = "memory" if kind == "memory" else "redis"
