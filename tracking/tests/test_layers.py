@@ -1,13 +1,7 @@
 """One conformance suite for every channel layer we may run, after the Channels layer spec.
 
 The spec is docs/channel_layer_spec.rst in django/channels. Each test runs once per entry of
-LAYER_FACTORIES. To add a layer, add one factory there:
-
-    def kafka_layer(prefix, request, **config):
-        broker = request.getfixturevalue("kafka_broker")  # a fixture this module can see
-        return KafkaChannelLayer(broker.bootstrap, topic=prefix, **config)
-
-A factory gets the test's unique prefix (the same for every instance a test makes, so that
+LAYER_FACTORIES. A factory gets the test's unique prefix (the same for every instance a test makes, so that
 instances share their channels and groups as processes of one deployment would), the pytest
 request (to reach fixtures such as a broker), and extra layer options such as `capacity`.
 What a third-party layer lacks by design is listed in KNOWN_GAPS and runs as a strict xfail.
@@ -22,6 +16,8 @@ from channels.layers import InMemoryChannelLayer
 from channels_redis.core import RedisChannelLayer
 from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.conf import settings
+
+from tracking.layers.kafka import KafkaChannelLayer
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -40,11 +36,16 @@ def redis_core_layer(prefix, request, **config):
     return RedisChannelLayer(hosts=[settings.REDIS_URL], prefix=prefix, **config)
 
 
+def kafka_layer(prefix, request, **config):
+    broker = request.getfixturevalue("kafka_broker")
+    return KafkaChannelLayer(broker.bootstrap, topic=prefix, partitions=8, **config)
+
+
 LAYER_FACTORIES = {
     "memory": memory_layer,
     "redis": redis_pubsub_layer,
     "redis-core": redis_core_layer,
-    # "kafka": kafka_layer,  (tracking/layers/kafka.py; see the module docstring)
+    "kafka": kafka_layer,
 }
 
 CROSS_PROCESS = (
