@@ -29,9 +29,8 @@ def _check_database() -> None:
         cursor.execute("SELECT 1")
 
 
-async def _check_channel_layer() -> None:
+async def check_channel_layer(layer) -> None:
     """Send a message to ourselves through the layer and receive it back; ask its broker too."""
-    layer = get_channel_layer()
     # A layer may deliver to its own process without a broker (the Kafka layer does): ask it.
     if hasattr(layer, "ping"):
         await layer.ping()
@@ -49,20 +48,21 @@ async def _check_channel_layer() -> None:
         raise
 
 
-async def _run(check) -> str:
+async def run_check(name: str, check) -> str:
+    """Run one readiness check (a coroutine) with a time limit; return "ok" or "unavailable"."""
     try:
-        await asyncio.wait_for(check(), CHECK_TIMEOUT)
+        await asyncio.wait_for(check, CHECK_TIMEOUT)
     except Exception as error:
-        logger.warning("Readiness check %s failed: %r", check.__name__, error)
+        logger.warning("Readiness check of the %s failed: %r", name, error)
         return "unavailable"
     return "ok"
 
 
 async def readyz(request):
     checks = {
-        "database": await _run(sync_to_async(_check_database)),
-        "channel_layer": await _run(_check_channel_layer),
-        "relay_state": await _run(get_relay().state.ping),
+        "database": await run_check("database", sync_to_async(_check_database)()),
+        "channel_layer": await run_check("channel layer", check_channel_layer(get_channel_layer())),
+        "relay_state": await run_check("relay state", get_relay().state.ping()),
     }
     ready = all(result == "ok" for result in checks.values())
     return JsonResponse({"ready": ready, **checks}, status=200 if ready else 503)

@@ -47,6 +47,9 @@ logger = logging.getLogger(__name__)
 POLL_TIMEOUT = 0.02  # seconds the polling thread waits for records before serving commands
 BROKER_TIMEOUT = 5.0  # seconds for metadata, topic creation and offset look-ups
 PROBE_INTERVAL = 1.0  # seconds between broker probes while the broker is lost
+# Seconds the broker must stay reachable before an outage is over: clients reconnecting after a
+# restart may report it down once more, and one outage should read as one in the logs.
+STABLE_AFTER = 5.0
 
 
 class KafkaChannelLayer(BaseChannelLayer):
@@ -163,6 +166,8 @@ class _LoopLayer:
         self.thread: threading.Thread | None = None
         self.stopping = threading.Event()
         self.broker_lost = False
+        self.outage_logged = False
+        self.reachable_since = 0.0
         self.started: asyncio.Future | None = None
 
     # ------------------------------------------------------------------ connection handling
@@ -192,6 +197,9 @@ class _LoopLayer:
             "client.id": f"teamtrack-{self.process}",
             "error_cb": self._on_error,
             "reconnect.backoff.max.ms": 1000,
+            # Only _ensure_topic creates the topic: a broker's auto-created one would have its
+            # default partition count, and every process must hash by the same count.
+            "allow.auto.create.topics": False,
         }
         self._ensure_topic()
         self.producer = Producer(
@@ -240,12 +248,19 @@ class _LoopLayer:
                     raise
             metadata = admin.list_topics(self.owner.topic, timeout=BROKER_TIMEOUT)
         # Every process hashes by the topic's real partition count, whatever it was created with.
-        self.partitions = len(metadata.topics[self.owner.topic].partitions) or self.partitions
+        partitions = len(metadata.topics[self.owner.topic].partitions)
+        if partitions != self.owner.partitions:
+            logger.warning(
+                "Kafka topic %s has %d partitions, not %d; using %d",
+                self.owner.topic, partitions, self.owner.partitions, partitions,
+            )  # fmt: skip
+        self.partitions = partitions or self.partitions
 
     def _on_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
-            if not self.broker_lost:
-                self.broker_lost = True
+            self.broker_lost = True
+            if not self.outage_logged:
+                self.outage_logged = True
                 logger.error("Kafka broker lost (%s); the layer keeps retrying", error.str())
         elif error.code() == KafkaError._TRANSPORT:
             # One connection failing; librdkafka reconnects, and reports all brokers down if so.
@@ -259,9 +274,7 @@ class _LoopLayer:
 
     async def ping(self) -> None:
         await self._ensure_started()
-        await self.loop.run_in_executor(
-            None, lambda: self.producer.list_topics(self.owner.topic, timeout=2)
-        )
+        await self.loop.run_in_executor(None, lambda: self.producer.list_topics(timeout=2))
 
     async def close(self) -> None:
         self.stopping.set()
@@ -289,6 +302,13 @@ class _LoopLayer:
                 if self.broker_lost and time.monotonic() - last_probe > PROBE_INTERVAL:
                     last_probe = time.monotonic()
                     self._probe_broker()
+                elif (
+                    self.outage_logged
+                    and not self.broker_lost
+                    and time.monotonic() - self.reachable_since > STABLE_AFTER
+                ):
+                    self.outage_logged = False
+                    logger.warning("Kafka broker reachable again")
         except RuntimeError:
             pass  # the event loop closed under us: nothing left to deliver to
         finally:
@@ -324,13 +344,16 @@ class _LoopLayer:
             self.loop.call_soon_threadsafe(_settle, future, *result)
 
     def _probe_broker(self) -> None:
-        """While the broker is lost, ask it for metadata; when it answers, make sure of the topic."""
+        """While the broker is lost, ask for metadata through both of our own clients; when
+        both get answers, make sure of the topic (a broker may come back without it)."""
         try:
+            for client in (self.producer, self.consumer):
+                client.list_topics(timeout=1)  # no topic named: asking must not create it
             self._ensure_topic()
         except Exception:
             return
         self.broker_lost = False
-        logger.warning("Kafka broker reachable again")
+        self.reachable_since = time.monotonic()
 
     # ------------------------------------------------------------------ delivery (event loop)
 

@@ -5,8 +5,10 @@ import uuid
 
 import pytest
 from channels.exceptions import ChannelFull
+from channels.layers import channel_layers
 from confluent_kafka import KafkaException
 
+from tracking import health
 from tracking.layers.kafka import KafkaChannelLayer
 from tracking.layers.utils import partition_for
 from tracking.tests.kafka_broker import KafkaBroker, kafka_broker  # noqa: F401 - fixture
@@ -100,7 +102,11 @@ async def test_a_full_local_channel_refuses_sends(replicas):
         await layer.send(channel, {"type": "x"})
 
 
-async def test_the_layer_recovers_by_itself_when_the_broker_returns(replicas, kafka_broker):  # noqa: F811
+async def test_the_layer_recovers_by_itself_when_the_broker_returns(
+    replicas,
+    kafka_broker,  # noqa: F811
+    caplog,
+):
     sender, holder = replicas(), replicas()
     channel = await holder.new_channel()
     await holder.group_add("team.1", channel)
@@ -128,4 +134,48 @@ async def test_the_layer_recovers_by_itself_when_the_broker_returns(replicas, ka
         break
     assert message["n"] > 0
     await sender.ping()
+    assert await health.run_check("layer", health.check_channel_layer(sender)) == "ok"
+    lost = [r for r in caplog.records if r.getMessage().startswith("Kafka broker lost")]
+    assert 1 <= len(lost) <= 2, "the outage is logged once per client set, not per error"
     print(f"delivering again {loop.time() - started:.1f} s after the broker came back")
+
+
+async def test_readiness_reports_the_broker_outage(replicas, kafka_broker):  # noqa: F811
+    layer = replicas()
+    await layer.new_channel()
+    assert await health.run_check("layer", health.check_channel_layer(layer)) == "ok"
+    kafka_broker.stop()
+    try:
+        assert await health.run_check("layer", health.check_channel_layer(layer)) == "unavailable"
+    finally:
+        kafka_broker.start()
+
+
+def test_each_event_loop_gets_its_own_clients(kafka_broker):  # noqa: F811
+    layer = KafkaChannelLayer(kafka_broker.bootstrap, topic=f"test-{uuid.uuid4().hex[:8]}")
+
+    async def round_trip():
+        channel = await layer.new_channel()
+        await layer.group_add("g", channel)
+        await layer.group_send("g", {"type": "x"})
+        message = await asyncio.wait_for(layer.receive(channel), 5)
+        clients = layer._layer()
+        await layer.flush()
+        return message, clients
+
+    first, first_clients = asyncio.run(round_trip())
+    second, second_clients = asyncio.run(round_trip())
+    assert first == second == {"type": "x"}
+    assert first_clients is not second_clients
+
+
+def test_test_config_is_honoured(settings, kafka_broker):  # noqa: F811
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "tracking.layers.kafka.KafkaChannelLayer",
+            "CONFIG": {"bootstrap_servers": "production:9092", "topic": "live"},
+            "TEST_CONFIG": {"bootstrap_servers": kafka_broker.bootstrap, "topic": "test-topic"},
+        }
+    }
+    layer = channel_layers.make_test_backend("default")
+    assert (layer.bootstrap_servers, layer.topic) == (kafka_broker.bootstrap, "test-topic")
