@@ -200,6 +200,8 @@ class _LoopLayer:
             # Only _ensure_topic creates the topic: a broker's auto-created one would have its
             # default partition count, and every process must hash by the same count.
             "allow.auto.create.topics": False,
+            # librdkafka would print every failed reconnect to stderr; error_cb reports outages.
+            "log_level": 2,
         }
         self._ensure_topic()
         self.producer = Producer(
