@@ -198,12 +198,21 @@ def main() -> None:
     args = parser.parse_args()
     if args.layer == "memory" and args.replicas > 1:
         parser.error("the memory layer cannot relay between replicas; use redis")
+    env, broker = {}, None
+    if args.layer == "kafka" and "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
+        # No broker named: run the development broker (tansu, in memory) for this cluster.
+        from deploy.tansu import KafkaBroker  # imports deploy.cluster itself
+
+        broker = KafkaBroker().start()
+        env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+        print(f"Started the tansu Kafka broker on {broker.bootstrap}")
     cluster = LocalCluster(
         replicas=args.replicas,
         layer=args.layer,
         port=args.port,
         workdir=args.workdir,
         database_url=args.database_url,
+        env=env,
     )
     demo = None
     try:
@@ -228,10 +237,14 @@ def main() -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        # A second Ctrl-C must not cut the clean-up short and leave processes behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if demo is not None:
             demo.terminate()
             demo.wait()
         cluster.stop()
+        if broker is not None:
+            broker.stop()
         print("Stopped.")
 
 

@@ -11,7 +11,7 @@ from confluent_kafka import KafkaException
 from tracking import health
 from tracking.layers.kafka import KafkaChannelLayer
 from tracking.layers.utils import partition_for
-from tracking.tests.kafka_broker import KafkaBroker, kafka_broker  # noqa: F401 - fixture
+from tracking.tests.kafka_broker import kafka_broker  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.timeout(60)
 
