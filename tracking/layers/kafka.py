@@ -297,7 +297,9 @@ class _LoopLayer:
         try:
             while not self.stopping.is_set() and not self.loop.is_closed():
                 self._serve_commands()
-                records = self.consumer.consume(num_messages=1000, timeout=POLL_TIMEOUT)
+                # poll() returns with the first record; consume() then takes what else is there.
+                first = self.consumer.poll(POLL_TIMEOUT)
+                records = [first, *self.consumer.consume(999, timeout=0)] if first else []
                 self.producer.poll(0)
                 if records:
                     self.loop.call_soon_threadsafe(self._deliver, records)
