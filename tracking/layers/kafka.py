@@ -168,6 +168,7 @@ class _LoopLayer:
         self.broker_lost = False
         self.outage_logged = False
         self.reachable_since = 0.0
+        self.last_probe = 0.0
         self.started: asyncio.Future | None = None
 
     # ------------------------------------------------------------------ connection handling
@@ -275,10 +276,12 @@ class _LoopLayer:
             self.owner.metrics["delivery_failed"] += 1
 
     async def ping(self) -> None:
+        """Ask the broker for metadata through our producer's connection."""
         await self._ensure_started()
         await self.loop.run_in_executor(None, lambda: self.producer.list_topics(timeout=2))
 
     async def close(self) -> None:
+        """Stop the polling thread (it closes the clients) and forget every channel."""
         self.stopping.set()
         if self.thread is not None:
             await self.loop.run_in_executor(None, self.thread.join)
@@ -293,33 +296,43 @@ class _LoopLayer:
 
     def _poll_forever(self) -> None:
         """Serve assignment commands, read records, and hand them to the event loop."""
-        last_probe = 0.0
         try:
             while not self.stopping.is_set() and not self.loop.is_closed():
-                self._serve_commands()
-                # poll() returns with the first record; consume() then takes what else is there.
-                first = self.consumer.poll(POLL_TIMEOUT)
-                records = [first, *self.consumer.consume(999, timeout=0)] if first else []
-                self.producer.poll(0)
-                if records:
-                    self.loop.call_soon_threadsafe(self._deliver, records)
-                if self.broker_lost and time.monotonic() - last_probe > PROBE_INTERVAL:
-                    last_probe = time.monotonic()
-                    self._probe_broker()
-                elif (
-                    self.outage_logged
-                    and not self.broker_lost
-                    and time.monotonic() - self.reachable_since > STABLE_AFTER
-                ):
-                    self.outage_logged = False
-                    logger.warning("Kafka broker reachable again")
-        except RuntimeError:
-            pass  # the event loop closed under us: nothing left to deliver to
+                try:
+                    self._poll_once()
+                except RuntimeError:
+                    if self.loop.is_closed():
+                        return  # the event loop closed under us: nothing left to deliver to
+                    logger.exception("Kafka layer polling failed; going on")
+                    time.sleep(POLL_TIMEOUT)
+                except Exception:
+                    logger.exception("Kafka layer polling failed; going on")
+                    time.sleep(POLL_TIMEOUT)
         finally:
             with contextlib.suppress(Exception):
                 self.consumer.close()
             with contextlib.suppress(Exception):
                 self.producer.flush(0)
+
+    def _poll_once(self) -> None:
+        self._serve_commands()
+        # poll() returns with the first record; consume() then takes what else is there.
+        first = self.consumer.poll(POLL_TIMEOUT)
+        records = [first, *self.consumer.consume(999, timeout=0)] if first else []
+        self.producer.poll(0)
+        if records:
+            self.loop.call_soon_threadsafe(self._deliver, records)
+        now = time.monotonic()
+        if self.broker_lost and now - self.last_probe > PROBE_INTERVAL:
+            self.last_probe = now
+            self._probe_broker()
+        elif (
+            self.outage_logged
+            and not self.broker_lost
+            and now - self.reachable_since > STABLE_AFTER
+        ):
+            self.outage_logged = False
+            logger.warning("Kafka broker reachable again")
 
     def _serve_commands(self) -> None:
         while True:
