@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint e2e cluster
+.PHONY: install demo test lint e2e browser screenshot cluster
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,14 @@ test: lint
 
 e2e: install
 	$(BIN)/pytest -m e2e
+
+# The map page in Debian's Chromium (/usr/bin/chromium; .ci/run installs it).
+browser: install
+	TEAMTRACK_WRITE_DOCS=1 $(BIN)/pytest -m browser
+
+# Regenerate docs/screenshot-map.png, the picture in README.md.
+screenshot: install
+	TEAMTRACK_WRITE_DOCS=1 $(BIN)/pytest -m browser -k screenshot
 
 # nginx over 2 daphne replicas relayed through Redis, with the demo team (see README.md).
 cluster: install
