@@ -63,6 +63,7 @@ class Relay:
         self.tasks: set[asyncio.Task] = set()
         self.maintenance: asyncio.Task | None = None
         self.control_channel: str | None = None
+        self.control_lock = asyncio.Lock()
         self.failing = False
 
     # ------------------------------------------------------------ device side
@@ -199,12 +200,13 @@ class Relay:
 
     async def _ensure_control_channel(self) -> None:
         """Join this replica to the devices group once, through a channel of the relay's own."""
-        if self.control_channel is None:
-            layer = get_channel_layer()
-            channel = await layer.new_channel()
-            await layer.group_add(DEVICES_GROUP, channel)
-            self.control_channel = channel
-            self._spawn(self._receive_control())
+        async with self.control_lock:  # devices connecting at once must make only one
+            if self.control_channel is None:
+                layer = get_channel_layer()
+                channel = await layer.new_channel()
+                await layer.group_add(DEVICES_GROUP, channel)
+                self.control_channel = channel
+                self._spawn(self._receive_control())
 
     async def _receive_control(self) -> None:
         """Close the local sockets of workers whose tokens stopped working, for as long as we run."""
