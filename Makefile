@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint e2e browser screenshot cluster
+.PHONY: install system demo test lint e2e browser screenshot cluster
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,10 @@ $(BIN)/.installed: requirements.txt
 
 install: $(BIN)/.installed
 
+# Debian packages (nginx, Redis, Chromium, docker-compose) and a running Redis, for the tests.
+system:
+	bash deploy/system.sh
+
 demo: install
 	$(BIN)/python manage.py demo
 
@@ -21,20 +25,20 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
-test: lint
+test: lint system
 	$(BIN)/pytest
 
-e2e: install
+e2e: install system
 	$(BIN)/pytest -m e2e
 
 # The map page in Debian's Chromium (/usr/bin/chromium; .ci/run installs it).
-browser: install
+browser: install system
 	TEAMTRACK_WRITE_DOCS=1 $(BIN)/pytest -m browser
 
 # Regenerate docs/screenshot-map.png, the picture in README.md.
-screenshot: install
+screenshot: install system
 	TEAMTRACK_WRITE_DOCS=1 $(BIN)/pytest -m browser -k screenshot
 
 # nginx over 2 daphne replicas relayed through Redis, with the demo team (see README.md).
-cluster: install
+cluster: install system
 	$(BIN)/python -m deploy.cluster --replicas 2 --layer redis --port 8080 --demo 25
