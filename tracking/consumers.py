@@ -37,6 +37,9 @@ class RelaySocketConsumer(AsyncWebsocketConsumer):
 
     accepted = False
 
+    async def send_error(self, error: ClientError):
+        await self.send(text_data=protocol.encode_error(error.code, error.detail))
+
     async def accept(self, subprotocol=None, headers=None):
         await super().accept(subprotocol, headers)
         self.accepted = True
@@ -116,9 +119,6 @@ class WorkerConsumer(RelaySocketConsumer):
     async def refuse(self):
         await self.close(code=protocol.CLOSE_UNAUTHENTICATED)
 
-    async def send_error(self, error: ClientError):
-        await self.send(text_data=protocol.encode_error(error.code, error.detail))
-
     # Channel-layer handlers
 
     async def worker_revoked(self, event):
@@ -154,8 +154,9 @@ class TeamConsumer(RelaySocketConsumer):
         await self.send(text_data=snapshot)
 
     async def receive(self, text_data=None, bytes_data=None):
-        error = ClientError("invalid_frame", "this socket only sends; it takes no frames")
-        await self.send(text_data=protocol.encode_error(error.code, error.detail))
+        await self.send_error(
+            ClientError("invalid_frame", "this socket only sends; it takes no frames")
+        )
 
     async def disconnect(self, code):
         if self.team is not None:

@@ -19,7 +19,7 @@ import websockets
 from playwright.sync_api import sync_playwright
 
 from tests.e2e.clients import Device
-from tests.e2e.conftest import PASSWORD, Server, login
+from tests.e2e.conftest import PASSWORD, Server, login, provision
 from tracking.simulator import run_device
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -109,12 +109,7 @@ class TeamTrack(Server):
 
     def provision(self, *, teams: int, workers: int, prefix: str) -> list[dict]:
         """Create teams PREFIX-1..N with one manager each; return them with logins and tokens."""
-        out = self.workdir / f"{prefix}.json"
-        self.manage(
-            "provision", "--teams", str(teams), "--workers", str(workers), "--prefix", prefix,
-            "--password", PASSWORD, "--output", str(out),
-        )  # fmt: skip
-        return json.loads(out.read_text())["teams"]
+        return provision(self, teams=teams, workers=workers, prefix=prefix)
 
     def add_worker(self, slug: str, name: str) -> dict:
         """Create a worker (the server may be running or not); return its id, name and token."""

@@ -108,12 +108,15 @@ def cluster(tmp_path, request):
     cluster.stop()
 
 
-def provision(cluster, *, teams: int, workers: int, managers: int = 1) -> list[dict]:
-    """Create teams load-1..N with workers and managers; return them with tokens and logins."""
-    out = cluster.workdir / "provisioned.json"
-    cluster.manage(
-        "provision", "--teams", str(teams), "--workers", str(workers),
-        "--managers", str(managers), "--password", PASSWORD, "--output", str(out),
+def provision(
+    target, *, teams: int, workers: int, managers: int = 1, prefix: str = "load"
+) -> list[dict]:
+    """Create teams PREFIX-1..N in a cluster's or server's database, with workers and managers;
+    return them with tokens and logins."""
+    out = target.workdir / f"{prefix}.json"
+    target.manage(
+        "provision", "--teams", str(teams), "--workers", str(workers), "--managers",
+        str(managers), "--prefix", prefix, "--password", PASSWORD, "--output", str(out),
     )  # fmt: skip
     return json.loads(out.read_text())["teams"]
 
