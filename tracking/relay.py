@@ -10,6 +10,7 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -37,13 +38,19 @@ PRESENCE_CHANGED = "presence.changed"
 WORKER_REVOKED = "worker.revoked"
 
 
+class DeviceSocket(Protocol):
+    """What the relay needs of a device's socket: a way to close it when its token is revoked."""
+
+    async def refuse(self) -> None: ...
+
+
 @dataclass
 class LocalWorker:
     """A worker with at least one device socket on this replica."""
 
     team_id: int
     name: str
-    channels: set[str] = field(default_factory=set)
+    sockets: set[DeviceSocket] = field(default_factory=set)
 
 
 class RelayUnavailable(Exception):
@@ -69,7 +76,7 @@ class Relay:
     # ------------------------------------------------------------ device side
 
     async def worker_connected(
-        self, channel_name: str, *, team_id: int, worker_id: int, name: str
+        self, socket: DeviceSocket, *, team_id: int, worker_id: int, name: str
     ) -> None:
         """Record a device socket; tell managers if the worker came online."""
         self._ensure_maintenance()
@@ -78,19 +85,21 @@ class Relay:
         except Exception as error:
             raise RelayUnavailable from error
         worker = self.local_workers.setdefault(worker_id, LocalWorker(team_id, name))
-        worker.channels.add(channel_name)
-        if len(worker.channels) == 1:
+        worker.sockets.add(socket)
+        if len(worker.sockets) == 1:
             if await self._guard(self.state.connection_opened(team_id, worker_id)):
                 await self._send_presence(team_id, worker_id, online=True)
 
-    async def worker_disconnected(self, channel_name: str, *, team_id: int, worker_id: int) -> None:
+    async def worker_disconnected(
+        self, socket: DeviceSocket, *, team_id: int, worker_id: int
+    ) -> None:
         """Deliver what the worker sent, then tell managers if it went offline."""
         await self.flush_team(team_id)
         worker = self.local_workers.get(worker_id)
         if worker is None:
             return
-        worker.channels.discard(channel_name)
-        if worker.channels:
+        worker.sockets.discard(socket)
+        if worker.sockets:
             return
         if await self._guard(self.state.connection_closed(team_id, worker_id)):
             await self._send_presence(team_id, worker_id, online=False)
@@ -220,8 +229,8 @@ class Relay:
                 continue
             worker = self.local_workers.get(message.get("worker_id"))
             if message.get("type") == WORKER_REVOKED and worker is not None:
-                for channel in list(worker.channels):
-                    await self._guard(layer.send(channel, {"type": WORKER_REVOKED}))
+                for socket in list(worker.sockets):
+                    await socket.refuse()
 
     # ------------------------------------------------------------ failures
 
