@@ -7,6 +7,7 @@ LocalCluster from Python to start, kill and restart replicas.
 """
 
 import argparse
+import http.cookiejar
 import os
 import resource
 import shutil
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -68,6 +70,22 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 30) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout:g} s")
 
 
+def login(base: str, username: str, password: str) -> dict[str, str]:
+    """Log in through the login form; return the headers a manager socket needs."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    opener.open(f"{base}/accounts/login/", timeout=5)
+    csrf = next(cookie.value for cookie in jar if cookie.name == "csrftoken")
+    form = urllib.parse.urlencode(
+        {"username": username, "password": password, "csrfmiddlewaretoken": csrf}
+    ).encode()
+    opener.open(f"{base}/accounts/login/", data=form, timeout=5)
+    session = next((c.value for c in jar if c.name == "sessionid"), None)
+    if not session:
+        raise RuntimeError(f"login as {username} failed")
+    return {"Cookie": f"sessionid={session}", "Origin": base}
+
+
 class LocalCluster:
     """nginx and N daphne replicas on this machine, sharing one database and channel layer."""
 
@@ -80,8 +98,10 @@ class LocalCluster:
         workdir: Path | None = None,
         database_url: str | None = None,
         env: dict[str, str] | None = None,
+        application: str = "teamtrack.asgi:application",
     ):
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="teamtrack-cluster-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.replica_ports = [free_port() for _ in range(replicas)]
@@ -93,6 +113,7 @@ class LocalCluster:
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }
+        self.application = application
         self.replicas: list[subprocess.Popen | None] = [None] * replicas
         self.nginx: subprocess.Popen | None = None
         self.logs: list = []
@@ -124,7 +145,7 @@ class LocalCluster:
                 "--proxy-headers",
                 "--websocket-max-message-size", str(DAPHNE_MAX_MESSAGE_BYTES),
                 "--websocket-max-frame-size", str(DAPHNE_MAX_MESSAGE_BYTES),
-                "teamtrack.asgi:application",
+                self.application,
             ],
         )  # fmt: skip
         self.replicas[index] = process

@@ -158,6 +158,12 @@ TEAMTRACK_PRESENCE_TTL = env.float("PRESENCE_TTL_SECONDS", default=15.0)
 
 # How long the relay gathers a team's positions before sending them to its managers.
 TEAMTRACK_FLUSH_WINDOW = env.int("FLUSH_WINDOW_MS", default=100) / 1000
+# "stock" is the benchmark's baseline, the tutorial pattern (tracking/stock.py); never in production.
+TEAMTRACK_RELAY_MODE = env.str("RELAY_MODE", default="batched")
+if TEAMTRACK_RELAY_MODE not in ("batched", "stock"):
+    raise ImproperlyConfigured(
+        f"RELAY_MODE must be batched or stock, not {TEAMTRACK_RELAY_MODE!r}."
+    )
 # A worker whose last position is older than this shows as stale on the map.
 TEAMTRACK_STALE_AFTER = env.int("STALE_AFTER_SECONDS", default=30)
 TEAMTRACK_MAP_TILE_URL = env.str(

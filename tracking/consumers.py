@@ -58,22 +58,13 @@ class RelaySocketConsumer(AsyncWebsocketConsumer):
                 await self.disconnect(protocol.CLOSE_TRY_AGAIN)
 
     async def serve(self, scope, receive, send):
-        """Run Channels' loop: frames from the client and messages from the channel layer."""
-        await super().__call__(scope, receive, send)
-
-
-class WorkerConsumer(RelaySocketConsumer):
-    worker = None  # set once the device's token is accepted
-    auth_timer = None
-
-    async def serve(self, scope, receive, send):
-        """Take the device's frames in a plain loop, with no channel layer.
+        """Take the client's frames in a plain loop, with no channel layer of the socket's own.
 
         Channels' loop costs, per frame, a task, an asyncio.wait and a thread hop (it closes
         stale database connections before every handler): about as much CPU again as daphne
-        spends receiving the frame. A device socket needs none of it: it reads the database
-        only at connect (through database_sync_to_async, which does that closing itself), and
-        the relay reaches it directly to close it when its token stops working.
+        spends receiving the frame. Our sockets need none of it: they read the database only at
+        connect (through database_sync_to_async, which does that closing itself), and the
+        replica's relay, which has the one channel, calls them directly.
         """
         self.scope = scope
         self.channel_layer = None
@@ -84,6 +75,11 @@ class WorkerConsumer(RelaySocketConsumer):
                 await getattr(self, get_handler_name(message))(message)
         except StopConsumer:
             pass
+
+
+class WorkerConsumer(RelaySocketConsumer):
+    worker = None  # set once the device's token is accepted
+    auth_timer = None
 
     async def connect(self):
         await self.accept()
@@ -163,16 +159,12 @@ class TeamConsumer(RelaySocketConsumer):
         if not await database_sync_to_async(selectors.team_can_watch)(user=user, team=team):
             await self.close(code=protocol.CLOSE_FORBIDDEN)
             return
-        self.team = team  # from here on, disconnect() leaves the team's group
+        self.team = team  # from here on, disconnect() stops the team's frames
         roster = await database_sync_to_async(selectors.team_roster)(team=team)
         try:
-            snapshot = await get_relay().watch_team(
-                self.channel_name, team_id=team.id, team_slug=team.slug, roster=roster
-            )
+            await get_relay().watch_team(self, team_id=team.id, team_slug=team.slug, roster=roster)
         except RelayUnavailable:
             await self.close(code=protocol.CLOSE_TRY_AGAIN)
-            return
-        await self.send(text_data=snapshot)
 
     async def receive(self, text_data=None, bytes_data=None):
         await self.send_error(
@@ -181,15 +173,11 @@ class TeamConsumer(RelaySocketConsumer):
 
     async def disconnect(self, code):
         if self.team is not None:
-            await get_relay().unwatch_team(self.channel_name, team_id=self.team.id)
+            await get_relay().unwatch_team(self, team_id=self.team.id)
 
-    # Channel-layer handlers: the relay sends frames already encoded, once for all managers.
-
-    async def positions_batch(self, event):
-        await self.send(text_data=event["text"])
-
-    async def presence_changed(self, event):
-        await self.send(text_data=event["text"])
+    async def send_frame(self, text: str):
+        """Send a frame the relay encoded once for every manager of the team."""
+        await self.send(text_data=text)
 
 
 class NotFoundConsumer(AsyncWebsocketConsumer):

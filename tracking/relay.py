@@ -1,13 +1,21 @@
 """The relay: batches and conflates each team's positions, fans them out to the team's managers,
 and keeps every worker's last-known position and presence (through a state from tracking.state).
 
-Consumers talk only to `get_relay()`. Positions of a team are gathered for one flush window and
-sent as one pre-encoded frame to the team's group, so the encoding happens once per batch and the
-channel layer carries one message per team per window and replica, however many managers watch.
+Consumers talk only to `get_relay()`. Each replica's relay has one channel of its own, which
+joins the group of every team that has a manager socket here, and one clock that ticks once per
+flush window, at the same wall-clock moments on every replica:
+- on the tick, each team's newest positions received here go to the team's group as one message
+  (and to the shared state as one write);
+- half a window later, when every replica's message of that tick has arrived, each team watched
+  here gets one frame, encoded once and written to each of its manager sockets directly.
+So the channel layer carries one message per team, window and sending replica, and a manager
+gets at most one positions frame per window, however many workers, replicas and managers.
 """
 
 import asyncio
 import logging
+import math
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -27,7 +35,7 @@ def team_group(team_id: int) -> str:
     return f"team.{team_id}"
 
 
-# The group of every replica's relay control channel. One group for all devices, rather than one
+# The group of every replica's relay channel. One group for all devices, rather than one
 # per worker, keeps a replica's group memberships (Redis subscriptions, Kafka partitions) down to
 # the teams it serves; revocations are rare and reach each replica once.
 DEVICES_GROUP = "devices"
@@ -42,6 +50,12 @@ class DeviceSocket(Protocol):
     """What the relay needs of a device's socket: a way to close it when its token is revoked."""
 
     async def refuse(self) -> None: ...
+
+
+class ManagerSocket(Protocol):
+    """What the relay needs of a manager's socket: a way to send it a frame."""
+
+    async def send_frame(self, text: str) -> None: ...
 
 
 @dataclass
@@ -64,13 +78,17 @@ class Relay:
         self.state = state
         self.flush_window = flush_window
         self.lease_renewal = lease_renewal
-        # team id -> worker id -> newest position received in the current window
+        # Device side: team id -> worker id -> newest position a device here sent this window.
         self.pending: dict[int, dict[int, dict]] = {}
         self.local_workers: dict[int, LocalWorker] = {}
+        # Manager side: team id -> worker id -> newest position (as managers see it) that
+        # arrived from any replica this window; and the manager sockets here, by team.
+        self.outgoing: dict[int, dict[int, dict]] = {}
+        self.watchers: dict[int, set[ManagerSocket]] = {}
         self.tasks: set[asyncio.Task] = set()
-        self.maintenance: asyncio.Task | None = None
-        self.control_channel: str | None = None
-        self.control_lock = asyncio.Lock()
+        self.clock: asyncio.Task | None = None
+        self.channel: str | None = None
+        self.channel_lock = asyncio.Lock()
         self.failing = False
 
     # ------------------------------------------------------------ device side
@@ -79,11 +97,7 @@ class Relay:
         self, socket: DeviceSocket, *, team_id: int, worker_id: int, name: str
     ) -> None:
         """Record a device socket; tell managers if the worker came online."""
-        self._ensure_maintenance()
-        try:
-            await self._ensure_control_channel()
-        except Exception as error:
-            raise RelayUnavailable from error
+        await self._ensure_running()
         worker = self.local_workers.setdefault(worker_id, LocalWorker(team_id, name))
         worker.sockets.add(socket)
         if len(worker.sockets) == 1:
@@ -106,64 +120,66 @@ class Relay:
         del self.local_workers[worker_id]
 
     def positions_received(self, *, team_id: int, worker_id: int, positions: list[dict]) -> None:
-        """Queue the newest of a worker's positions for the team's next flush."""
+        """Queue the newest of a worker's positions for the next tick."""
         if not positions:
             return
         newest = max(positions, key=lambda position: position["ts"])
         batch = self.pending.get(team_id)
         if batch is None:
             batch = self.pending[team_id] = {}
-            asyncio.get_running_loop().call_later(self.flush_window, self._start_flush, team_id)
         queued = batch.get(worker_id)
         if queued is None or newest["ts"] >= queued["ts"]:
             batch[worker_id] = newest
 
-    def _start_flush(self, team_id: int) -> None:
-        self._spawn(self.flush_team(team_id))
-
     async def flush_team(self, team_id: int) -> None:
-        """Send a team's queued positions to its managers now."""
+        """Send a team's queued positions to its group now."""
         batch = self.pending.pop(team_id, None)
-        if not batch:
-            return
+        if batch:
+            await self._publish(team_id, batch)
+
+    async def _publish(self, team_id: int, batch: dict[int, dict]) -> None:
         newer = await self._guard(self.state.store_latest(team_id, batch))
         if newer is None:
             newer = batch  # the state is unreachable: the live feed still goes out
         if newer:
-            frame = protocol.encode_positions(
-                [
-                    protocol.feed_position(worker_id, position)
-                    for worker_id, position in newer.items()
-                ]
-            )
-            await self._guard(
-                get_channel_layer().group_send(
-                    team_group(team_id), {"type": POSITIONS_BATCH, "text": frame}
-                )
-            )
+            await self.send_batch(team_id, newer)
+
+    async def send_batch(self, team_id: int, positions: dict[int, dict]) -> None:
+        """Send a team's newest positions to the team's group, as one message."""
+        message = {
+            "type": POSITIONS_BATCH,
+            "team_id": team_id,
+            "positions": [protocol.feed_position(w, p) for w, p in positions.items()],
+        }
+        await self._guard(get_channel_layer().group_send(team_group(team_id), message))
 
     async def _send_presence(self, team_id: int, worker_id: int, *, online: bool) -> None:
         worker = self.local_workers.get(worker_id)
         frame = protocol.encode_presence(worker_id, worker and worker.name, online)
-        await self._guard(
-            get_channel_layer().group_send(
-                team_group(team_id), {"type": PRESENCE_CHANGED, "text": frame}
-            )
-        )
+        message = {"type": PRESENCE_CHANGED, "team_id": team_id, "text": frame}
+        await self._guard(get_channel_layer().group_send(team_group(team_id), message))
 
     # ------------------------------------------------------------ manager side
 
     async def watch_team(
-        self, channel_name: str, *, team_id: int, team_slug: str, roster: list[tuple[int, str]]
-    ) -> str:
-        """Join a manager socket to its team's group; return the team's snapshot frame."""
-        # Replicas with managers reap dead replicas' leases, even if no device is connected here.
-        self._ensure_maintenance()
+        self,
+        socket: ManagerSocket,
+        *,
+        team_id: int,
+        team_slug: str,
+        roster: list[tuple[int, str]],
+    ) -> None:
+        """Send a manager socket its team's snapshot, then every frame of the team."""
+        await self._ensure_running()
         try:
-            # Join before taking the snapshot, so that nothing sent in between is missed.
-            await get_channel_layer().group_add(team_group(team_id), channel_name)
+            if team_id not in self.watchers:
+                # Join before taking the snapshot, so that nothing sent in between is missed.
+                await get_channel_layer().group_add(team_group(team_id), self.channel)
+                self.watchers.setdefault(team_id, set())
             latest, online = await self.state.team_state(team_id)
         except Exception as error:
+            if not self.watchers.get(team_id):
+                self.watchers.pop(team_id, None)
             raise RelayUnavailable from error
         workers = []
         for worker_id, name in roster:
@@ -172,17 +188,83 @@ class Relay:
                 entry.update(protocol.feed_position(worker_id, latest[worker_id]))
             entry["online"] = worker_id in online
             workers.append(entry)
-        return protocol.encode_snapshot(team_slug, workers)
+        # No await between taking the socket in and sending the snapshot: daphne's send does
+        # not suspend, so no frame of a tick can get ahead of the snapshot.
+        self.watchers[team_id].add(socket)
+        await socket.send_frame(protocol.encode_snapshot(team_slug, workers))
 
-    async def unwatch_team(self, channel_name: str, *, team_id: int) -> None:
-        """Take a manager socket out of its team's group."""
-        await self._guard(get_channel_layer().group_discard(team_group(team_id), channel_name))
+    async def unwatch_team(self, socket: ManagerSocket, *, team_id: int) -> None:
+        """Stop sending a manager socket its team's frames."""
+        sockets = self.watchers.get(team_id)
+        if sockets is None:
+            return
+        sockets.discard(socket)
+        if not sockets:
+            del self.watchers[team_id]
+            self.outgoing.pop(team_id, None)
+            await self._guard(get_channel_layer().group_discard(team_group(team_id), self.channel))
 
-    # ------------------------------------------------------------ leases (shared state only)
+    async def _team_message(self, message: dict) -> None:
+        """Take a message of a team's group: merge positions for the next delivery, or forward."""
+        team_id = message.get("team_id")
+        if team_id not in self.watchers:
+            return  # the last manager here left while the message was on its way
+        if message["type"] == POSITIONS_BATCH:
+            merged = self.outgoing.setdefault(team_id, {})
+            for position in message["positions"]:
+                known = merged.get(position["id"])
+                if known is None or position["ts"] >= known["ts"]:
+                    merged[position["id"]] = position
+        elif message["type"] == PRESENCE_CHANGED:
+            # Positions that arrived before the presence change go out before it, and none after.
+            await self._deliver(team_id)
+            await self._send_to_watchers(team_id, message["text"])
 
-    def _ensure_maintenance(self) -> None:
-        if self.lease_renewal and self.maintenance is None:
-            self.maintenance = asyncio.ensure_future(self._maintain())
+    async def _deliver(self, team_id: int) -> None:
+        positions = self.outgoing.pop(team_id, None)
+        if positions:
+            await self._send_to_watchers(
+                team_id, protocol.encode_positions(list(positions.values()))
+            )
+
+    async def _send_to_watchers(self, team_id: int, frame: str) -> None:
+        for socket in list(self.watchers.get(team_id, ())):
+            await socket.send_frame(frame)
+
+    # ------------------------------------------------------------ the clock
+
+    async def _tick_forever(self) -> None:
+        """On every window boundary publish what devices sent here; half a window later deliver
+        what arrived for managers here. Boundaries are wall-clock multiples of the window, so
+        every replica's messages of a tick arrive before the managers' replicas deliver it."""
+        window = self.flush_window
+        while True:
+            now = time.time()
+            await asyncio.sleep((math.floor(now / window) + 1) * window - now)
+            try:
+                pending, self.pending = self.pending, {}
+                for team_id, batch in pending.items():
+                    await self._publish(team_id, batch)
+                now = time.time()
+                await asyncio.sleep(max(0.0, (math.floor(now / window) + 0.5) * window - now))
+                for team_id in list(self.outgoing):
+                    await self._deliver(team_id)
+            except Exception:
+                logger.exception("A relay tick failed; the next one goes on")
+
+    # ------------------------------------------------------------ background work
+
+    async def _ensure_running(self) -> None:
+        """Start the clock and the lease upkeep, and open the relay's channel, once."""
+        if self.clock is None:
+            self.clock = asyncio.ensure_future(self._tick_forever())
+            if self.lease_renewal:
+                # Replicas with managers reap dead replicas' leases, even with no device here.
+                self._spawn(self._maintain())
+        try:
+            await self._ensure_channel()
+        except Exception as error:
+            raise RelayUnavailable from error
 
     async def _maintain(self) -> None:
         """Renew this replica's leases and reap those of dead replicas, for as long as we run."""
@@ -205,32 +287,34 @@ class Relay:
             await self._send_presence(team_id, worker_id, online=False)
         self._report_recovery()
 
-    # ------------------------------------------------------------ revocations
+    # ------------------------------------------------------------ the relay's channel
 
-    async def _ensure_control_channel(self) -> None:
-        """Join this replica to the devices group once, through a channel of the relay's own."""
-        async with self.control_lock:  # devices connecting at once must make only one
-            if self.control_channel is None:
+    async def _ensure_channel(self) -> None:
+        """Open the relay's channel and join it to the devices group, once."""
+        async with self.channel_lock:  # sockets connecting at once must make only one
+            if self.channel is None:
                 layer = get_channel_layer()
                 channel = await layer.new_channel()
                 await layer.group_add(DEVICES_GROUP, channel)
-                self.control_channel = channel
-                self._spawn(self._receive_control())
+                self.channel = channel
+                self._spawn(self._receive_forever())
 
-    async def _receive_control(self) -> None:
-        """Close the local sockets of workers whose tokens stopped working, for as long as we run."""
+    async def _receive_forever(self) -> None:
+        """Take every message sent to this replica's relay, for as long as we run."""
         layer = get_channel_layer()
         while True:
             try:
-                message = await layer.receive(self.control_channel)
+                message = await layer.receive(self.channel)
             except Exception:
                 self._report_failure()
                 await asyncio.sleep(1)
                 continue
-            worker = self.local_workers.get(message.get("worker_id"))
-            if message.get("type") == WORKER_REVOKED and worker is not None:
-                for socket in list(worker.sockets):
+            if message.get("type") == WORKER_REVOKED:
+                worker = self.local_workers.get(message.get("worker_id"))
+                for socket in list(worker.sockets if worker else ()):
                     await socket.refuse()
+            else:
+                await self._team_message(message)
 
     # ------------------------------------------------------------ failures
 
@@ -261,7 +345,7 @@ class Relay:
 
     def stop(self) -> None:
         """Cancel background work (tests, shutdown)."""
-        for task in [*self.tasks, self.maintenance]:
+        for task in [*self.tasks, self.clock]:
             if task is not None:
                 task.cancel()
 
@@ -280,6 +364,11 @@ def close_worker_sockets(worker_id: int) -> None:
 
 def build_relay() -> Relay:
     """Build the relay the settings ask for: in-process state, or state shared through Redis."""
+    relay_class = Relay
+    if settings.TEAMTRACK_RELAY_MODE == "stock":
+        from tracking.stock import StockRelay  # the benchmark's baseline only
+
+        relay_class = StockRelay
     if settings.TEAMTRACK_RELAY_STATE == "redis":
         lease_ttl = settings.TEAMTRACK_PRESENCE_TTL
         state = RedisRelayState(
@@ -288,10 +377,10 @@ def build_relay() -> Relay:
             lease_ttl=lease_ttl,
             prefix=f"{settings.REDIS_PREFIX}:state:",
         )
-        return Relay(
+        return relay_class(
             state=state, flush_window=settings.TEAMTRACK_FLUSH_WINDOW, lease_renewal=lease_ttl / 3
         )
-    return Relay(state=InMemoryRelayState(), flush_window=settings.TEAMTRACK_FLUSH_WINDOW)
+    return relay_class(state=InMemoryRelayState(), flush_window=settings.TEAMTRACK_FLUSH_WINDOW)
 
 
 _relay: Relay | None = None

@@ -1,37 +1,19 @@
 """Real server processes for end-to-end tests: daphne (or the demo) on a free port, own database."""
 
-import http.cookiejar
 import json
 import os
 import subprocess
 import sys
-import urllib.parse
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
-from deploy.cluster import LocalCluster, free_port, manage, wait_for
+from deploy.cluster import LocalCluster, free_port, login, manage, wait_for
 from tracking.tests.kafka_broker import kafka_broker  # noqa: F401 - a fixture for the cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "e2e-password-123"  # of every manager the end-to-end tests create
-
-
-def login(base: str, username: str, password: str) -> dict[str, str]:
-    """Log in through the login form; return the headers a manager socket needs."""
-    jar = http.cookiejar.CookieJar()
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-    opener.open(f"{base}/accounts/login/", timeout=5)
-    csrf = next(cookie.value for cookie in jar if cookie.name == "csrftoken")
-    form = urllib.parse.urlencode(
-        {"username": username, "password": password, "csrfmiddlewaretoken": csrf}
-    ).encode()
-    opener.open(f"{base}/accounts/login/", data=form, timeout=5)
-    session = next((c.value for c in jar if c.name == "sessionid"), None)
-    assert session, f"login as {username} failed"
-    return {"Cookie": f"sessionid={session}", "Origin": base}
 
 
 class Server:

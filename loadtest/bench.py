@@ -1,0 +1,687 @@
+"""The benchmark: TeamTrack's relay beside the stock Channels pattern and daphne's bare floor,
+on the real local cluster (nginx, N daphne replicas, Redis or Kafka), measured in one run.
+
+    python -m loadtest.bench [--layer redis|redis-core|kafka] [--replicas 2] [--quick]
+
+For each mode (bare: frames received and dropped; stock: one group_send per position and one
+encode per manager, tracking/stock.py; batched: TeamTrack's relay) it starts the cluster, then:
+- idle: holds idle device sockets on one replica and reports its memory per connection;
+- steps: raises the number of devices sending one position a second until a step is not
+  sustained (p99 latency above 250 ms, a latest position missing, an error, or the generator
+  or server falling behind), reporting rates, latency, delivery, and server CPU per position
+  (daphne, nginx and the broker, from /proc);
+- fan-out (relay modes): one team of many workers watched by many manager sockets.
+The load generator runs in several processes (loadtest/generator.py); its CPU is reported too.
+Results go to loadtest/results/bench-<layer>.{json,md} (or --output-dir), with the machine's
+cores and the git revision. It also writes the provisioned tokens for the locustfile.
+"""
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import redis
+
+from deploy.cluster import ROOT, LocalCluster, login, manage, raise_open_file_limit
+from loadtest import generator
+from loadtest.generator import percentile
+
+RESULTS = Path(__file__).with_name("results")
+MODES = ("bare", "stock", "batched")
+PASSWORD = "bench-password-123"
+P99_LIMIT_MS = 250
+SENT_SHARE = 0.98  # below this share of the offered rate, the generator (or machine) fell behind
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+# ---------------------------------------------------------------- processes and /proc
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds a process has used (user + system), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_rss(pid: int) -> int:
+    """Resident memory of a process in bytes, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+class ServerProcesses:
+    """The processes whose CPU counts as the server's: replicas, nginx, and the brokers."""
+
+    def __init__(self, cluster: LocalCluster, broker_pids: list[int]):
+        self.replicas = [p.pid for p in cluster.replicas]
+        self.nginx = [cluster.nginx.pid, *children(cluster.nginx.pid)]
+        self.brokers = broker_pids
+
+    def cpu(self) -> dict[str, float]:
+        return {
+            "daphne": sum(map(process_cpu, self.replicas)),
+            "nginx": sum(map(process_cpu, self.nginx)),
+            "broker": sum(map(process_cpu, self.brokers)),
+        }
+
+    def replica_rss(self) -> int:
+        return sum(map(process_rss, self.replicas))
+
+
+def cpu_delta(after: dict, before: dict) -> dict:
+    return {name: after[name] - before[name] for name in after}
+
+
+# ---------------------------------------------------------------- load generator processes
+
+
+class Generators:
+    """Load generator processes, each with a share of the devices (round robin)."""
+
+    def __init__(
+        self, url: str, devices: list[tuple[int, str]], count: int, period: float, window: float
+    ):
+        context = multiprocessing.get_context("spawn")
+        self.count = count
+        self.pipes, self.processes = [], []
+        for index in range(count):
+            ours, theirs = context.Pipe()
+            process = context.Process(
+                target=generator.main,
+                args=(theirs,),
+                kwargs={
+                    "base_url": url.replace("http", "ws", 1),
+                    "devices": devices[index::count],
+                    "period": period,
+                    "seed": index,
+                    "window": window,
+                },
+                daemon=True,
+            )
+            process.start()
+            self.pipes.append(ours)
+            self.processes.append(process)
+
+    def ask_all(self, commands: list) -> list:
+        for pipe, command in zip(self.pipes, commands, strict=True):
+            pipe.send(command)
+        return [pipe.recv() for pipe in self.pipes]
+
+    def local_counts(self, devices: int) -> list[int]:
+        """How many of each process's devices make the first `devices` overall."""
+        return [max(0, math.ceil((devices - index) / self.count)) for index in range(self.count)]
+
+    def connect_devices(self, devices: int, url: str | None = None) -> int:
+        extra = {"url": url.replace("http", "ws", 1)} if url else {}
+        replies = self.ask_all(
+            [("connect_devices", {"count": n, **extra}) for n in self.local_counts(devices)]
+        )
+        failures = [f for reply in replies for f in reply["failures"]]
+        if failures:
+            log(f"    connect failures, e.g. {failures[:2]}")
+        return sum(reply["open"] for reply in replies)
+
+    def connect_watches(self, watches: list) -> int:
+        replies = self.ask_all(
+            [("connect_watches", watches[index :: self.count]) for index in range(self.count)]
+        )
+        failures = [f for reply in replies for f in reply["failures"]]
+        if failures:
+            raise RuntimeError(f"manager sockets failed: {failures[:2]}")
+        return sum(reply["open"] for reply in replies)
+
+    def run(self, devices: int) -> None:
+        self.ask_all([("run", n) for n in self.local_counts(devices)])
+
+    def collect(self) -> dict:
+        """Merge what every process saw since the last collect."""
+        reports = self.ask_all([("collect", None)] * self.count)
+        merged = {
+            key: sum(r[key] for r in reports)
+            for key in (
+                "sent",
+                "sent_total",
+                "send_failures",
+                "error_frames",
+                "closed",
+                "positions_received",
+            )  # fmt: skip
+        }
+        merged["cpu"] = sum(r["cpu"] for r in reports)
+        merged["latency"] = [
+            sum(bins) for bins in zip(*(r["latency"] for r in reports), strict=True)
+        ]
+        merged["last_sent"] = {k: v for r in reports for k, v in r["last_sent"].items()}
+        merged["watches"] = [w for r in reports for w in r["watches"]]
+        return merged
+
+    def close(self) -> None:
+        try:
+            self.ask_all([("close", None)] * self.count)
+        finally:
+            for process in self.processes:
+                process.join(10)
+                if process.is_alive():
+                    process.kill()
+
+
+# ---------------------------------------------------------------- one mode on one cluster
+
+
+class Bench:
+    def __init__(self, args, world: dict, cluster: LocalCluster, broker_pids: list[int], mode):
+        self.args = args
+        self.world = world
+        self.cluster = cluster
+        self.mode = mode
+        self.server = ServerProcesses(cluster, broker_pids)
+        self.sessions: dict[str, dict] = world.setdefault("sessions", {})
+
+    @property
+    def delivers(self) -> bool:
+        return self.mode != "bare"
+
+    def bare_frames(self) -> int:
+        """Frames the bare app's replicas received so far."""
+        return sum(
+            int(urllib.request.urlopen(f"{self.cluster.replica_url(i)}/frames", timeout=5).read())
+            for i in range(len(self.cluster.replicas))
+        )
+
+    def watch_entries(self, teams: list[dict], sockets_per_team: int = 1) -> list:
+        """Manager sockets for these teams: log in (once per manager) and build their headers."""
+        missing = [t["managers"][0] for t in teams if t["managers"][0] not in self.sessions]
+        with ThreadPoolExecutor(4) as pool:
+            logins = pool.map(lambda u: login(self.cluster.url, u, PASSWORD), missing)
+            self.sessions.update(zip(missing, logins, strict=True))
+        return [
+            (team["id"], team["slug"], dict(self.sessions[team["managers"][0]]))
+            for team in teams
+            for _ in range(sockets_per_team)
+        ]
+
+    # ------------------------------------------------------------ idle sockets
+
+    def idle(self) -> dict:
+        count = self.args.idle
+        log(f"  idle: {count} device sockets on replica 0")
+        devices = self.world["devices"][:count]
+        generators = Generators(
+            self.cluster.url, devices, self.args.generators, 1.0, self.world["flush_window"]
+        )
+        try:
+            replica = self.cluster.replicas[0].pid
+            before = process_rss(replica)
+            started = time.monotonic()
+            opened = generators.connect_devices(count, url=self.cluster.replica_url(0))
+            connect_seconds = time.monotonic() - started
+            time.sleep(2)
+            after = process_rss(replica)
+        finally:
+            generators.close()
+        result = {
+            "sockets": opened,
+            "connect_seconds": round(connect_seconds, 1),
+            "rss_before_mb": round(before / 2**20, 1),
+            "rss_after_mb": round(after / 2**20, 1),
+            "kb_per_connection": round((after - before) / max(opened, 1) / 1024, 1),
+        }
+        log(f"    {opened} open in {connect_seconds:.1f} s; {result['kb_per_connection']} KB each")
+        return result
+
+    # ------------------------------------------------------------ steps of rising load
+
+    def steps(self) -> list[dict]:
+        devices = self.world["devices"]
+        generators = Generators(
+            self.cluster.url, devices, self.args.generators, 1.0, self.world["flush_window"]
+        )
+        rss_base = self.server.replica_rss()
+        results = []
+        try:
+            watched = 0
+            for step in self.args.steps:
+                if self.delivers:
+                    teams = self.world["teams"][watched : math.ceil(step / self.args.team_size)]
+                    generators.connect_watches(self.watch_entries(teams))
+                    watched += len(teams)
+                result = self.step(generators, step, watched, rss_base)
+                results.append(result)
+                if not result["sustained"]:
+                    break
+        finally:
+            generators.close()
+        return results
+
+    def step(self, generators: Generators, devices: int, watches: int, rss_base: int) -> dict:
+        args = self.args
+        opened = generators.connect_devices(devices)
+        generators.run(devices)
+        log(f"  {devices} devices ({opened} open), {watches} manager sockets: warming up")
+        time.sleep(args.warmup)
+        generators.collect()
+        cpu_before, started = self.server.cpu(), time.monotonic()
+        for second in range(int(args.seconds)):
+            time.sleep(1)
+            if second % 10 == 9:
+                log(f"    {second + 1} s")
+        time.sleep(args.seconds - int(args.seconds))
+        cpu = cpu_delta(self.server.cpu(), cpu_before)
+        generators.run(0)
+        elapsed = time.monotonic() - started
+        time.sleep(self.world["flush_window"] + 1.0)
+        report = generators.collect()
+        sent = report["sent"]
+        result = {
+            "devices": devices,
+            "manager_sockets": watches,
+            "offered_per_s": devices,
+            "sent_per_s": round(sent / elapsed),
+            "errors": report["send_failures"] + report["error_frames"] + report["closed"],
+            "server_cpu_us_per_position": {
+                name: round(seconds * 1e6 / max(sent, 1)) for name, seconds in cpu.items()
+            },
+            "server_cpu_cores": round(sum(cpu.values()) / elapsed, 2),
+            "generator_cpu_cores": round(report["cpu"] / elapsed, 2),
+            "rss_kb_per_connection": round(
+                (self.server.replica_rss() - rss_base) / (devices + watches) / 1024, 1
+            ),
+        }
+        result["server_cpu_us_per_position"]["total"] = round(
+            sum(cpu.values()) * 1e6 / max(sent, 1)
+        )
+        kept_up = sent >= SENT_SHARE * devices * elapsed and result["errors"] == 0
+        if self.delivers:
+            active = {worker_id for worker_id, _ in self.world["devices"][:devices]}
+            result.update(self.delivery(report, active, elapsed))
+            result["sustained"] = (
+                kept_up
+                and result["latency_ms"]["p99"] is not None
+                and result["latency_ms"]["p99"] <= P99_LIMIT_MS
+                and result["latest_delivered_pct"] == 100.0
+            )
+        else:
+            result.update(self.bare_delivery(report["sent_total"]))
+            result["sustained"] = (
+                kept_up and result["received_pct"] == 100.0 and result["drain_ms"] <= P99_LIMIT_MS
+            )
+        log(f"    {summary(result)}")
+        return result
+
+    def delivery(self, report: dict, active: set[int], elapsed: float) -> dict:
+        last_sent = report["last_sent"]
+        expected = matched = 0
+        for watch in report["watches"]:
+            for worker_id in self.world["team_workers"][watch["team_id"]]:
+                if worker_id in active:
+                    expected += 1
+                    matched += watch["seen"].get(worker_id) == last_sent.get(worker_id)
+        histogram = report["latency"]
+        return {
+            "delivered_per_s": round(report["positions_received"] / elapsed),
+            "latency_ms": {
+                name: percentile(histogram, q)
+                for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+            },
+            "latest_delivered_pct": round(100 * matched / max(expected, 1), 2),
+        }
+
+    def bare_delivery(self, sent: int) -> dict:
+        """The bare app delivers nothing: check it received every frame ever sent, and how soon."""
+        started = time.monotonic()
+        received = self.bare_frames()
+        while received < sent and time.monotonic() - started < 10:
+            time.sleep(0.02)
+            received = self.bare_frames()
+        # The sends stopped flush_window + 1 s before this loop began.
+        drain = 0 if received >= sent else (time.monotonic() - started) * 1000
+        return {"received_pct": round(100 * received / max(sent, 1), 2), "drain_ms": round(drain)}
+
+    # ------------------------------------------------------------ fan-out
+
+    def fanout(self) -> dict:
+        args = self.args
+        team = self.world["fanout_team"]
+        log(f"  fan-out: {args.fanout_workers} workers, {args.fanout_managers} manager sockets")
+        devices = [(w["id"], w["token"]) for w in team["workers"]]
+        generators = Generators(
+            self.cluster.url, devices, args.generators, 1.0, self.world["flush_window"]
+        )
+        try:
+            generators.connect_watches(self.watch_entries([team], args.fanout_managers))
+            generators.connect_devices(len(devices))
+            generators.run(len(devices))
+            time.sleep(args.warmup)
+            generators.collect()
+            cpu_before, started = self.server.cpu(), time.monotonic()
+            time.sleep(args.seconds)
+            cpu = cpu_delta(self.server.cpu(), cpu_before)
+            generators.run(0)
+            elapsed = time.monotonic() - started
+            time.sleep(self.world["flush_window"] + 1.0)
+            report = generators.collect()
+        finally:
+            generators.close()
+        frames = [w["frames"] for w in report["watches"]]
+        delivered = report["positions_received"]
+        result = {
+            "workers": len(devices),
+            "manager_sockets": len(frames),
+            "sent_per_s": round(report["sent"] / elapsed),
+            "delivered_per_s": round(delivered / elapsed),
+            "max_frames_per_window": max(w["most_in_window"] for w in report["watches"]),
+            "positions_per_frame": round(delivered / max(sum(frames), 1), 1),
+            "server_cpu_us_per_delivered": round(sum(cpu.values()) * 1e6 / max(delivered, 1), 1),
+            "server_cpu_cores": round(sum(cpu.values()) / elapsed, 2),
+            "errors": report["send_failures"] + report["error_frames"] + report["closed"],
+            **self.delivery(report, {worker_id for worker_id, _ in devices}, elapsed),
+        }
+        log(f"    {result}")
+        return result
+
+
+def summary(step: dict) -> str:
+    cpu = step["server_cpu_us_per_position"]["total"]
+    parts = [
+        f"sent {step['sent_per_s']}/s",
+        f"server {cpu} µs/position",
+        f"errors {step['errors']}",
+    ]
+    if "latency_ms" in step:
+        latency = step["latency_ms"]
+        parts += [
+            f"p50/p99 {latency['p50']}/{latency['p99']} ms",
+            f"latest {step['latest_delivered_pct']}%",
+        ]
+    else:
+        parts += [f"received {step['received_pct']}%", f"drain {step['drain_ms']} ms"]
+    verdict = "sustained" if step["sustained"] else "NOT sustained"
+    return ", ".join(parts) + f" -> {verdict}"
+
+
+# ---------------------------------------------------------------- the run
+
+
+def provision(env: dict, args) -> dict:
+    """Create the benchmark's teams once; every mode's cluster shares this database."""
+    most = max(max(args.steps), args.idle)
+    team_count = math.ceil(most / args.team_size)
+    log(f"Provisioning {team_count} teams of {args.team_size} and a fan-out team ...")
+    out = Path(env["BENCH_DIR"])
+    manage(env, "migrate", "--verbosity", "0")
+    manage(env, "provision", "--teams", str(team_count), "--workers", str(args.team_size),
+           "--prefix", "bench", "--password", PASSWORD, "--output", str(out / "teams.json"))  # fmt: skip
+    manage(env, "provision", "--teams", "1", "--workers", str(args.fanout_workers),
+           "--prefix", "fanout", "--password", PASSWORD, "--output", str(out / "fanout.json"))  # fmt: skip
+    teams = json.loads((out / "teams.json").read_text())["teams"]
+    fanout = json.loads((out / "fanout.json").read_text())["teams"][0]
+    # For loadtest/locustfile.py: the same teams and tokens (TEAMTRACK_PROVISION=<this file>).
+    (out / "provision.json").write_text(json.dumps({"teams": teams, "password": PASSWORD}))
+    return {
+        "teams": teams,
+        "fanout_team": fanout,
+        "devices": [(w["id"], w["token"]) for t in teams for w in t["workers"]],
+        "team_workers": {t["id"]: [w["id"] for w in t["workers"]] for t in teams}
+        | {fanout["id"]: [w["id"] for w in fanout["workers"]]},
+    }
+
+
+def redis_pid(url: str) -> int:
+    return redis.Redis.from_url(url).info("server")["process_id"]
+
+
+def run_mode(mode: str, args, world: dict, base_env: dict, broker_pids: list[int]) -> dict:
+    log(f"\n== {mode} ({args.layer}, {args.replicas} replicas) ==")
+    env = {**base_env, "REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}"}
+    if mode == "stock":
+        env["RELAY_MODE"] = "stock"
+    application = "loadtest.bare:application" if mode == "bare" else "teamtrack.asgi:application"
+    workdir = Path(base_env["BENCH_DIR"]) / mode
+    cluster = LocalCluster(
+        replicas=args.replicas,
+        layer=args.layer,
+        workdir=workdir,
+        database_url=base_env["DATABASE_URL"],
+        env=env,
+        application=application,
+    )
+    with cluster:
+        bench = Bench(args, world, cluster, broker_pids, mode)
+        result = {"idle": bench.idle(), "steps": bench.steps()}
+        if bench.delivers and args.fanout_workers:
+            result["fanout"] = bench.fanout()
+    sustained = [s["devices"] for s in result["steps"] if s["sustained"]]
+    result["sustained_devices"] = max(sustained, default=0)
+    return result
+
+
+def git_revision() -> str:
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
+
+    revision = git("rev-parse", "--short", "HEAD").strip() or "unknown"
+    return revision + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def ratios(modes: dict) -> dict:
+    """Relay against the baselines, at the highest step every mode measured."""
+    out = {}
+    batched, stock, bare = modes.get("batched"), modes.get("stock"), modes.get("bare")
+    if batched and bare:
+        common = {s["devices"] for s in batched["steps"]} & {s["devices"] for s in bare["steps"]}
+        if common:
+            at = max(common)
+            cpu = {
+                name: next(s for s in m["steps"] if s["devices"] == at)[
+                    "server_cpu_us_per_position"]["total"]
+                for name, m in (("batched", batched), ("bare", bare))
+            }  # fmt: skip
+            out["cpu_batched_over_bare"] = {
+                "devices": at,
+                "ratio": round(cpu["batched"] / cpu["bare"], 2),
+            }
+        if bare["sustained_devices"]:
+            out["sustained_batched_over_bare"] = round(
+                batched["sustained_devices"] / bare["sustained_devices"], 2
+            )
+    if batched and stock and stock["sustained_devices"]:
+        out["sustained_batched_over_stock"] = round(
+            batched["sustained_devices"] / stock["sustained_devices"], 2
+        )
+    return out
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        f"# Benchmark: {result['layer']} layer, {result['replicas']} replicas behind nginx",
+        "",
+        f"{result['date']}, revision `{result['revision']}`, {result['cores']} cores "
+        f"({result['cpu_model']}), load generator on the same machine in "
+        f"{result['generators']} processes. Each step runs {result['seconds']} s after "
+        f"{result['warmup']} s of warm-up. Written by `{result['command']}`.",
+        "",
+        "Server CPU counts every daphne replica, nginx and the broker (Redis, and the Kafka "
+        "broker on Kafka), from /proc, per position sent. Sustained: no errors, at least 98% of "
+        f"the offered rate sent, p99 at most {P99_LIMIT_MS} ms and every worker's latest "
+        "position at every manager of its team (bare: every frame received, backlog drained "
+        f"within {P99_LIMIT_MS} ms).",
+        "",
+        "## Ratios",
+        "",
+    ]
+    for name, value in result["ratios"].items():
+        lines.append(f"- {name}: {value}")
+    lines += ["", "## Steps", "",
+              "| mode | devices | sent/s | delivered/s | p50 ms | p95 ms | p99 ms | latest % | "
+              "errors | server µs/position (daphne+nginx+broker) | server cores | generator cores "
+              "| KB/conn | sustained |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for mode, data in result["modes"].items():
+        for s in data["steps"]:
+            latency = s.get("latency_ms", {})
+            cpu = s["server_cpu_us_per_position"]
+            delivered = s.get("delivered_per_s", f"({s.get('received_pct')}% received)")
+            lines.append(
+                f"| {mode} | {s['devices']} | {s['sent_per_s']} | {delivered} | "
+                f"{latency.get('p50', '–')} | {latency.get('p95', '–')} | "
+                f"{latency.get('p99', 'drain ' + str(s.get('drain_ms')))} | "
+                f"{s.get('latest_delivered_pct', '–')} | {s['errors']} | "
+                f"{cpu['total']} ({cpu['daphne']}+{cpu['nginx']}+{cpu['broker']}) | "
+                f"{s['server_cpu_cores']} | {s['generator_cpu_cores']} | "
+                f"{s['rss_kb_per_connection']} | {'yes' if s['sustained'] else 'no'} |"
+            )
+    lines += ["", "Highest sustained device count (1 position/s each): " + ", ".join(
+        f"{mode} {data['sustained_devices']}" for mode, data in result["modes"].items())]  # fmt: skip
+    lines += ["", "## Idle sockets on one replica", "",
+              "| mode | sockets | connect s | RSS before MB | RSS after MB | KB/connection |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for mode, data in result["modes"].items():
+        i = data["idle"]
+        lines.append(
+            f"| {mode} | {i['sockets']} | {i['connect_seconds']} | {i['rss_before_mb']} | "
+            f"{i['rss_after_mb']} | {i['kb_per_connection']} |"
+        )
+    fanouts = {m: d["fanout"] for m, d in result["modes"].items() if "fanout" in d}
+    if fanouts:
+        lines += ["", "## Fan-out: one team, many manager sockets", "",
+                  "| mode | workers | manager sockets | delivered/s | max frames per window | "
+                  "positions per frame | p50 ms | p99 ms | latest % | server µs per delivered "
+                  "position | server cores |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for mode, f in fanouts.items():
+            lines.append(
+                f"| {mode} | {f['workers']} | {f['manager_sockets']} | {f['delivered_per_s']} | "
+                f"{f['max_frames_per_window']} | {f['positions_per_frame']} | "
+                f"{f['latency_ms']['p50']} | {f['latency_ms']['p99']} | "
+                f"{f['latest_delivered_pct']} | {f['server_cpu_us_per_delivered']} | "
+                f"{f['server_cpu_cores']} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layer", default="redis", choices=["redis", "redis-core", "kafka"])
+    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument(
+        "--modes", default=",".join(MODES), help="comma-separated, of " + ", ".join(MODES)
+    )
+    parser.add_argument("--steps", help="device counts, comma-separated (default 1000,2000,…)")
+    parser.add_argument("--seconds", type=float, default=60, help="measured seconds per step")
+    parser.add_argument("--warmup", type=float, default=5)
+    parser.add_argument("--team-size", type=int, default=100)
+    parser.add_argument("--generators", type=int, default=3, help="load generator processes")
+    parser.add_argument("--idle", type=int, default=10_000, help="idle sockets on one replica")
+    parser.add_argument("--fanout-workers", type=int, default=1000)
+    parser.add_argument("--fanout-managers", type=int, default=50)
+    parser.add_argument("--quick", action="store_true", help="a smoke run of under 2 minutes")
+    parser.add_argument("--output-dir", type=Path, default=RESULTS)
+    parser.add_argument("--workdir", type=Path, help="databases and logs (default: temporary)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.seconds, args.warmup, args.idle = 3, 1.5, 500
+        args.fanout_workers, args.fanout_managers = 200, 10
+        args.steps = args.steps or "100,300"
+    args.steps = [int(n) for n in (args.steps or "1000,2000,3000,4000,5000,6000,8000").split(",")]
+    args.modes = [m for m in args.modes.split(",") if m]
+    unknown = set(args.modes) - set(MODES)
+    if unknown:
+        parser.error(f"unknown modes {sorted(unknown)}")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    raise_open_file_limit()
+    command = "python -m loadtest.bench " + " ".join(sys.argv[1:] if argv is None else argv)
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="teamtrack-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "teamtrack.settings",
+        "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+        "BENCH_DIR": str(workdir),
+        "LOG_LEVEL": "WARNING",
+    }
+    broker = None
+    try:
+        if args.layer == "kafka" and "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
+            from deploy.tansu import KafkaBroker
+
+            broker = KafkaBroker().start()
+            env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+        world = provision(env, args)
+        world["flush_window"] = int(os.environ.get("FLUSH_WINDOW_MS", 100)) / 1000
+        redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+        broker_pids = [redis_pid(redis_url)] + ([broker.process.pid] if broker else [])
+        modes = {mode: run_mode(mode, args, world, env, broker_pids) for mode in args.modes}
+    finally:
+        if broker is not None:
+            broker.stop()
+    result = {
+        "command": command,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "revision": git_revision(),
+        "cores": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "layer": args.layer,
+        "replicas": args.replicas,
+        "generators": args.generators,
+        "seconds": args.seconds,
+        "warmup": args.warmup,
+        "quick": args.quick,
+        "modes": modes,
+        "ratios": ratios(modes),
+        "provision_file": str(workdir / "provision.json"),
+    }
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    name = f"bench-{args.layer}" + ("-quick" if args.quick else "")
+    (args.output_dir / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.output_dir / f"{name}.md").write_text(markdown(result))
+    log("\n" + markdown(result))
+    log(
+        f"Results: {args.output_dir / name}.{{json,md}}; tokens for locust: {workdir}/provision.json"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""The benchmark's load generator: one process of asyncio device and manager sockets.
+
+loadtest/bench.py starts several of these and drives each over a pipe with commands (connect
+devices, connect managers, run, pause, collect, close). Devices send one position per period, each
+in its own time slot so that the load is even; managers record the latency of every position
+they receive (receive time minus the position's `ts`) and the newest `ts` per worker, so that the
+bench can check that every worker's latest position reached every manager of its team.
+"""
+
+import asyncio
+import json
+import math
+import random
+import resource
+import time
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+SLOT_SECONDS = 0.02
+LATENCY_BINS = 10_001  # 1 ms bins; the last one holds everything from 10 s up
+CONNECT_CONCURRENCY = 64
+
+
+def latency_histogram() -> list[int]:
+    return [0] * LATENCY_BINS
+
+
+class Device:
+    __slots__ = ("index", "worker_id", "token", "socket", "lat", "lng", "last_ts")
+
+    def __init__(self, index: int, worker_id: int, token: str, rng: random.Random):
+        self.index = index
+        self.worker_id = worker_id
+        self.token = token
+        self.socket = None
+        self.lat = 41.3925 + rng.uniform(-0.02, 0.02)
+        self.lng = 2.1640 + rng.uniform(-0.02, 0.02)
+        self.last_ts = None
+
+
+class Watch:
+    """A manager socket on one team, and what it received."""
+
+    __slots__ = (
+        "team_id",
+        "slug",
+        "headers",
+        "socket",
+        "seen",
+        "frames",
+        "window",
+        "in_window",
+        "most_in_window",
+    )
+
+    def __init__(self, team_id: int, slug: str, headers: dict[str, str]):
+        self.team_id = team_id
+        self.slug = slug
+        self.headers = headers
+        self.socket = None
+        self.seen: dict[int, float] = {}
+        self.frames = 0
+        self.window = self.in_window = self.most_in_window = 0  # positions frames per window
+
+
+class Generator:
+    def __init__(self, *, devices: list, period: float, seed: int, window: float = 0.1):
+        rng = random.Random(seed)
+        self.devices = [Device(i, w, t, rng) for i, (w, t) in enumerate(devices)]
+        self.watches: list[Watch] = []
+        self.slot_count = max(1, round(period / SLOT_SECONDS))
+        self.slots = [[] for _ in range(self.slot_count)]
+        for device in self.devices:
+            self.slots[rng.randrange(self.slot_count)].append(device)
+        self.rng = rng
+        self.flush_window = window
+        self.active = 0  # devices with index below this send
+        self.sent_total = 0  # never reset: the bare floor compares it with frames received
+        self.tasks: set[asyncio.Task] = set()
+        self.reset()
+
+    def reset(self) -> None:
+        self.sent = 0
+        self.send_failures = 0
+        self.error_frames = 0
+        self.closed = 0
+        self.positions_received = 0
+        self.latency = latency_histogram()
+        for watch in self.watches:
+            watch.frames = watch.most_in_window = 0
+
+    # ------------------------------------------------------------ connections
+
+    async def connect_devices(self, base_url: str, count: int) -> dict:
+        """Open the sockets of the first `count` devices (those not open yet)."""
+        limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
+        failures = []
+
+        async def open_one(device):
+            async with limit:
+                try:
+                    device.socket = await connect(
+                        f"{base_url}/ws/worker/",
+                        additional_headers={"Authorization": f"Bearer {device.token}"},
+                        compression=None,
+                        ping_interval=None,
+                        open_timeout=60,
+                        max_queue=None,
+                    )
+                except Exception as error:
+                    failures.append(repr(error))
+                    return
+            self.spawn(self.read_device(device))
+
+        await asyncio.gather(
+            *(open_one(d) for d in self.devices[:count] if d.socket is None)
+        )  # fmt: skip
+        return {"open": sum(d.socket is not None for d in self.devices), "failures": failures[:5]}
+
+    async def connect_watches(self, base_url: str, watches: list) -> dict:
+        """Open manager sockets, (team id, slug, headers) each, and wait for their snapshots."""
+        failures = []
+        for team_id, slug, headers in watches:
+            watch = Watch(team_id, slug, headers)
+            try:
+                watch.socket = await connect(
+                    f"{base_url}/ws/teams/{slug}/",
+                    additional_headers=watch.headers,
+                    compression=None,
+                    ping_interval=None,
+                    open_timeout=60,
+                    max_size=None,
+                    max_queue=None,
+                )
+                snapshot = json.loads(await watch.socket.recv())
+                assert snapshot["type"] == "snapshot", snapshot
+            except Exception as error:
+                failures.append(repr(error))
+                continue
+            self.watches.append(watch)
+            self.spawn(self.read_watch(watch))
+        return {"open": sum(w.socket is not None for w in self.watches), "failures": failures[:5]}
+
+    # ------------------------------------------------------------ traffic
+
+    async def send_forever(self) -> None:
+        """Every slot, send one position from each active device of that slot."""
+        start = time.monotonic()
+        tick = 0
+        while True:
+            tick += 1
+            delay = start + tick * SLOT_SECONDS - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            for device in self.slots[tick % self.slot_count]:
+                if device.index < self.active and device.socket is not None:
+                    await self.send_position(device)
+
+    async def send_position(self, device: Device) -> None:
+        device.lat += self.rng.uniform(-1e-4, 1e-4)
+        device.lng += self.rng.uniform(-1e-4, 1e-4)
+        ts = time.time()
+        frame = (
+            f'{{"type":"position","lat":{device.lat!r},"lng":{device.lng!r},"ts":{ts!r},"acc":5.0}}'
+        )
+        try:
+            await device.socket.send(frame)
+        except ConnectionClosed:
+            self.send_failures += 1
+            device.socket = None
+            return
+        device.last_ts = ts
+        self.sent += 1
+        self.sent_total += 1
+
+    async def read_device(self, device: Device) -> None:
+        try:
+            async for text in device.socket:
+                if json.loads(text).get("type") == "error":
+                    self.error_frames += 1
+        except ConnectionClosed:
+            pass
+        if device.socket is not None and not self.closing:
+            self.closed += 1
+            device.socket = None
+
+    async def read_watch(self, watch: Watch) -> None:
+        try:
+            async for text in watch.socket:
+                now = time.time()
+                frame = json.loads(text)
+                if frame["type"] != "positions":
+                    continue
+                watch.frames += 1
+                window = int(now / self.flush_window)
+                if window != watch.window:
+                    watch.window, watch.in_window = window, 0
+                watch.in_window += 1
+                watch.most_in_window = max(watch.most_in_window, watch.in_window)
+                self.positions_received += len(frame["positions"])
+                seen, latency = watch.seen, self.latency
+                for position in frame["positions"]:
+                    ts = position["ts"]
+                    latency[min(int((now - ts) * 1000), LATENCY_BINS - 1)] += 1
+                    if ts > seen.get(position["id"], 0):
+                        seen[position["id"]] = ts
+        except ConnectionClosed:
+            pass
+        if not self.closing:
+            self.closed += 1
+
+    # ------------------------------------------------------------ reporting
+
+    def collect(self) -> dict:
+        """Return what happened since the last collect, and reset the counters."""
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        report = {
+            "sent": self.sent,
+            "sent_total": self.sent_total,
+            "send_failures": self.send_failures,
+            "error_frames": self.error_frames,
+            "closed": self.closed,
+            "positions_received": self.positions_received,
+            "latency": self.latency,
+            "cpu": usage.ru_utime + usage.ru_stime,
+            "last_sent": {d.worker_id: d.last_ts for d in self.devices if d.last_ts is not None},
+            "watches": [
+                {
+                    "team_id": w.team_id,
+                    "frames": w.frames,
+                    "most_in_window": w.most_in_window,
+                    "seen": dict(w.seen),
+                }
+                for w in self.watches
+                if w.socket is not None
+            ],
+        }
+        self.reset()
+        return report
+
+    def spawn(self, coroutine) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    closing = False
+
+    async def close(self) -> None:
+        self.closing = True
+        sockets = [d.socket for d in self.devices] + [w.socket for w in self.watches]
+        await asyncio.gather(*(s.close() for s in sockets if s is not None), return_exceptions=True)
+
+
+async def serve(pipe, generator: Generator, base_url: str) -> None:
+    loop = asyncio.get_running_loop()
+    generator.spawn(generator.send_forever())
+    while True:
+        command, argument = await loop.run_in_executor(None, pipe.recv)
+        if command == "connect_devices":
+            url = argument.get("url", base_url)
+            pipe.send(await generator.connect_devices(url, argument["count"]))
+        elif command == "connect_watches":
+            pipe.send(await generator.connect_watches(base_url, argument))
+        elif command == "run":
+            generator.active = argument
+            pipe.send(None)
+        elif command == "collect":
+            pipe.send(generator.collect())
+        elif command == "close":
+            await generator.close()
+            pipe.send(None)
+            return
+
+
+def main(pipe, *, base_url: str, devices: list, period: float, seed: int, window: float) -> None:
+    """Entry point of a generator process."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    generator = Generator(devices=devices, period=period, seed=seed, window=window)
+    asyncio.run(serve(pipe, generator, base_url))
+
+
+def percentile(histogram: list[int], fraction: float) -> float | None:
+    """Return the latency in ms below which `fraction` of the samples fall (1 ms resolution)."""
+    total = sum(histogram)
+    if not total:
+        return None
+    rank = math.ceil(fraction * total)
+    running = 0
+    for milliseconds, count in enumerate(histogram):
+        running += count
+        if running >= rank:
+            return milliseconds + 1  # the bin's upper edge: never better than measured
+    return LATENCY_BINS
