@@ -85,6 +85,12 @@ class Relay:
         # arrived from any replica this window; and the manager sockets here, by team.
         self.outgoing: dict[int, dict[int, dict]] = {}
         self.watchers: dict[int, set[ManagerSocket]] = {}
+        # team id -> worker id -> ts of the newest position taken for managers here, so that a
+        # late or resent older position never moves a worker back on their maps.
+        self.newest_ts: dict[int, dict[int, float]] = {}
+        # Positions not yet in the shared state (for snapshots), saved by one task at a time.
+        self.unsaved: dict[int, dict[int, dict]] = {}
+        self.saving: asyncio.Task | None = None
         self.tasks: set[asyncio.Task] = set()
         self.clock: asyncio.Task | None = None
         self.channel: str | None = None
@@ -135,14 +141,25 @@ class Relay:
         """Send a team's queued positions to its group now."""
         batch = self.pending.pop(team_id, None)
         if batch:
-            await self._publish(team_id, batch)
+            await self._publish({team_id: batch})
 
-    async def _publish(self, team_id: int, batch: dict[int, dict]) -> None:
-        newer = await self._guard(self.state.store_latest(team_id, batch))
-        if newer is None:
-            newer = batch  # the state is unreachable: the live feed still goes out
-        if newer:
-            await self.send_batch(team_id, newer)
+    async def _publish(self, batches: dict[int, dict[int, dict]]) -> None:
+        """Send each team's batch to its group at once; save them all to the state meanwhile."""
+        for team_id, batch in batches.items():
+            unsaved = self.unsaved.setdefault(team_id, {})
+            for worker_id, position in batch.items():
+                known = unsaved.get(worker_id)
+                if known is None or position["ts"] >= known["ts"]:
+                    unsaved[worker_id] = position
+        if self.saving is None or self.saving.done():
+            self.saving = asyncio.ensure_future(self._save())
+        await asyncio.gather(*(self.send_batch(t, batch) for t, batch in batches.items()))
+
+    async def _save(self) -> None:
+        # The live feed never waits for the state: one write, for every team, at a time.
+        while self.unsaved:
+            batches, self.unsaved = self.unsaved, {}
+            await self._guard(self.state.store_latest(batches))
 
     async def send_batch(self, team_id: int, positions: dict[int, dict]) -> None:
         """Send a team's newest positions to the team's group, as one message."""
@@ -202,6 +219,7 @@ class Relay:
         if not sockets:
             del self.watchers[team_id]
             self.outgoing.pop(team_id, None)
+            self.newest_ts.pop(team_id, None)
             await self._guard(get_channel_layer().group_discard(team_group(team_id), self.channel))
 
     async def _team_message(self, message: dict) -> None:
@@ -211,10 +229,12 @@ class Relay:
             return  # the last manager here left while the message was on its way
         if message["type"] == POSITIONS_BATCH:
             merged = self.outgoing.setdefault(team_id, {})
+            newest_ts = self.newest_ts.setdefault(team_id, {})
             for position in message["positions"]:
-                known = merged.get(position["id"])
-                if known is None or position["ts"] >= known["ts"]:
-                    merged[position["id"]] = position
+                worker_id, ts = position["id"], position["ts"]
+                if ts >= newest_ts.get(worker_id, ts):
+                    newest_ts[worker_id] = ts
+                    merged[worker_id] = position
         elif message["type"] == PRESENCE_CHANGED:
             # Positions that arrived before the presence change go out before it, and none after.
             await self._deliver(team_id)
@@ -243,8 +263,8 @@ class Relay:
             await asyncio.sleep((math.floor(now / window) + 1) * window - now)
             try:
                 pending, self.pending = self.pending, {}
-                for team_id, batch in pending.items():
-                    await self._publish(team_id, batch)
+                if pending:
+                    await self._publish(pending)
                 now = time.time()
                 await asyncio.sleep(max(0.0, (math.floor(now / window) + 0.5) * window - now))
                 for team_id in list(self.outgoing):
@@ -345,7 +365,7 @@ class Relay:
 
     def stop(self) -> None:
         """Cancel background work (tests, shutdown)."""
-        for task in [*self.tasks, self.clock]:
+        for task in [*self.tasks, self.clock, self.saving]:
             if task is not None:
                 task.cancel()
 

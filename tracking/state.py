@@ -37,15 +37,14 @@ class InMemoryRelayState:
         online.discard(worker_id)
         return went_offline
 
-    async def store_latest(self, team_id: int, positions: dict[int, dict]) -> dict[int, dict]:
-        """Keep the positions newer than the last known; return those that were."""
-        latest = self.latest.setdefault(team_id, {})
-        newer = {}
-        for worker_id, position in positions.items():
-            known = latest.get(worker_id)
-            if known is None or position["ts"] >= known["ts"]:
-                latest[worker_id] = newer[worker_id] = position
-        return newer
+    async def store_latest(self, batches: dict[int, dict[int, dict]]) -> None:
+        """Keep, per team and worker, the position if it is newer than the last known."""
+        for team_id, positions in batches.items():
+            latest = self.latest.setdefault(team_id, {})
+            for worker_id, position in positions.items():
+                known = latest.get(worker_id)
+                if known is None or position["ts"] >= known["ts"]:
+                    latest[worker_id] = position
 
     async def team_state(self, team_id: int) -> tuple[dict[int, dict], set[int]]:
         """Return a team's last-known positions and the ids of its online workers."""
@@ -131,18 +130,16 @@ return gone
 """
 )
 
-# KEYS: latest. ARGV: worker, ts, position JSON triples. Stores and returns the workers whose
-# position is at least as new as the one stored.
+# KEYS: latest. ARGV: worker, ts, position JSON triples. Stores each position that is at least
+# as new as the one stored.
 _STORE_LATEST = """
-local newer = {}
 for i = 1, #ARGV, 3 do
   local known = redis.call('HGET', KEYS[1], ARGV[i])
   if not known or cjson.decode(known).ts <= tonumber(ARGV[i + 1]) then
     redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2])
-    table.insert(newer, ARGV[i])
   end
 end
-return newer
+return 0
 """
 
 
@@ -198,13 +195,17 @@ class RedisRelayState:
         keys = [self._key("leases", team_id), self._key("online", team_id)]
         return await self._close(keys, [self._member(worker_id), worker_id], client=self.redis) == 1
 
-    async def store_latest(self, team_id: int, positions: dict[int, dict]) -> dict[int, dict]:
-        """Keep the positions newer than the last known; return those that were."""
-        args = []
-        for worker_id, position in positions.items():
-            args += [worker_id, repr(position["ts"]), json.dumps(position)]
-        newer = await self._store_latest([self._key("latest", team_id)], args, client=self.redis)
-        return {int(worker_id): positions[int(worker_id)] for worker_id in newer}
+    async def store_latest(self, batches: dict[int, dict[int, dict]]) -> None:
+        """Keep, per team and worker, the position if it is newer than the last known.
+
+        One round trip for every team: the relay calls this once a window."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for team_id, positions in batches.items():
+                args = []
+                for worker_id, position in positions.items():
+                    args += [worker_id, repr(position["ts"]), json.dumps(position)]
+                await self._store_latest([self._key("latest", team_id)], args, client=pipe)
+            await pipe.execute()
 
     async def team_state(self, team_id: int) -> tuple[dict[int, dict], set[int]]:
         """Return a team's last-known positions and the ids of its online workers."""

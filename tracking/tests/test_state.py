@@ -40,19 +40,21 @@ async def state(request, redis_states):
 
 
 async def test_latest_keeps_the_newest_position_per_worker(state):
-    first = await state.store_latest(1, {7: {"lat": 1.0, "lng": 1.0, "ts": 10.0}})
-    assert list(first) == [7]
-    newer = await state.store_latest(
-        1, {7: {"lat": 2.0, "lng": 2.0, "ts": 5.0}, 8: {"lat": 3.0, "lng": 3.0, "ts": 6.0}}
+    await state.store_latest({1: {7: {"lat": 1.0, "lng": 1.0, "ts": 10.0}}})
+    await state.store_latest(
+        {
+            1: {7: {"lat": 2.0, "lng": 2.0, "ts": 5.0}, 8: {"lat": 3.0, "lng": 3.0, "ts": 6.0}},
+            2: {9: {"lat": 4.0, "lng": 4.0, "ts": 7.0}},
+        }
     )
-    assert list(newer) == [8]
     latest, _ = await state.team_state(1)
     assert latest == {
         7: {"lat": 1.0, "lng": 1.0, "ts": 10.0},
         8: {"lat": 3.0, "lng": 3.0, "ts": 6.0},
     }
     other_team, _ = await state.team_state(2)
-    assert other_team == {}
+    assert other_team == {9: {"lat": 4.0, "lng": 4.0, "ts": 7.0}}
+    assert (await state.team_state(3))[0] == {}
 
 
 async def test_presence_follows_connections_per_team(state):
