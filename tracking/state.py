@@ -167,9 +167,12 @@ class RedisRelayState:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            client = self._clients[loop] = aioredis.Redis.from_url(
-                self.url, socket_timeout=5, socket_connect_timeout=5
+            # A bounded pool that waits: a storm of connects or disconnects queues for a
+            # connection instead of failing with "too many connections".
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.url, max_connections=32, timeout=5, socket_timeout=5, socket_connect_timeout=5
             )
+            client = self._clients[loop] = aioredis.Redis(connection_pool=pool)
         return client
 
     async def close(self) -> None:
