@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install system demo test lint e2e browser screenshot cluster
+.PHONY: install system demo test lint e2e browser screenshot cluster bench
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -42,3 +42,8 @@ screenshot: install system
 # nginx over 2 daphne replicas relayed through Redis, with the demo team (see README.md).
 cluster: install system
 	$(BIN)/python -m deploy.cluster --replicas 2 --layer redis --port 8080 --demo 25
+
+# The benchmark (about 30 minutes; results in loadtest/results/). LAYER=kafka for the Kafka layer.
+LAYER ?= redis
+bench: install system
+	$(BIN)/python -m loadtest.bench --layer $(LAYER)

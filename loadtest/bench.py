@@ -604,9 +604,11 @@ def parse_args(argv=None):
     parser.add_argument(
         "--modes", default=",".join(MODES), help="comma-separated, of " + ", ".join(MODES)
     )
-    parser.add_argument("--steps", help="device counts, comma-separated (default 1000,2000,…)")
+    parser.add_argument(
+        "--steps", help="device counts, comma-separated (default 500,1000,2000,…,8000)"
+    )
     parser.add_argument("--seconds", type=float, default=60, help="measured seconds per step")
-    parser.add_argument("--warmup", type=float, default=5)
+    parser.add_argument("--warmup", type=float, default=10)
     parser.add_argument("--team-size", type=int, default=100)
     parser.add_argument("--generators", type=int, default=3, help="load generator processes")
     parser.add_argument("--idle", type=int, default=10_000, help="idle sockets on one replica")
@@ -620,7 +622,9 @@ def parse_args(argv=None):
         args.seconds, args.warmup, args.idle = 3, 1.5, 500
         args.fanout_workers, args.fanout_managers = 200, 10
         args.steps = args.steps or "100,300"
-    args.steps = [int(n) for n in (args.steps or "1000,2000,3000,4000,5000,6000,8000").split(",")]
+    args.steps = [
+        int(n) for n in (args.steps or "500,1000,2000,3000,4000,5000,6000,8000").split(",")
+    ]
     args.modes = [m for m in args.modes.split(",") if m]
     unknown = set(args.modes) - set(MODES)
     if unknown:
@@ -630,6 +634,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    revision = git_revision()  # of the code that runs, before anyone edits the tree
     raise_open_file_limit()
     command = "python -m loadtest.bench " + " ".join(sys.argv[1:] if argv is None else argv)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="teamtrack-bench-"))
@@ -659,7 +664,7 @@ def main(argv=None) -> dict:
     result = {
         "command": command,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "revision": git_revision(),
+        "revision": revision,
         "cores": os.cpu_count(),
         "cpu_model": cpu_model(),
         "layer": args.layer,

@@ -1,0 +1,55 @@
+"""The benchmark's --quick mode as a smoke test: it runs end to end on the real cluster and
+produces sane numbers. Timings are not asserted here; loadtest/results/ holds the measured ones."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.e2e.conftest import ROOT
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+
+def test_quick_benchmark_measures_every_mode_side_by_side(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "loadtest.bench", "--quick",
+         "--output-dir", str(tmp_path), "--workdir", str(tmp_path / "work")],
+        cwd=ROOT, capture_output=True, text=True, timeout=280,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "warming up" in run.stdout  # progress is shown while it runs
+    result = json.loads((tmp_path / "bench-redis-quick.json").read_text())
+    assert result["cores"] >= 1 and result["revision"]
+    assert set(result["modes"]) == {"bare", "stock", "batched"}
+    assert "| batched |" in (tmp_path / "bench-redis-quick.md").read_text()
+
+    for mode, data in result["modes"].items():
+        assert data["idle"]["sockets"] == 500, mode
+        assert data["idle"]["kb_per_connection"] > 0, mode
+        first = data["steps"][0]
+        assert first["errors"] == 0, mode
+        assert first["sent_per_s"] >= 0.9 * first["offered_per_s"], mode
+        assert first["server_cpu_us_per_position"]["total"] > 0, mode
+        assert first["server_cpu_us_per_position"]["daphne"] > 0, mode
+
+    assert result["modes"]["bare"]["steps"][0]["received_pct"] == 100.0
+    for mode in ("stock", "batched"):
+        first = result["modes"][mode]["steps"][0]
+        assert first["latest_delivered_pct"] == 100.0, mode
+        assert 0 < first["latency_ms"]["p50"] <= first["latency_ms"]["p99"], mode
+        assert first["delivered_per_s"] > 0, mode
+
+    fanout = result["modes"]["batched"]["fanout"]
+    assert fanout["manager_sockets"] == 10 and fanout["errors"] == 0
+    assert fanout["latest_delivered_pct"] == 100.0
+    # One frame per manager per flush window, carrying many workers' positions.
+    assert fanout["max_frames_per_window"] == 1
+    assert fanout["positions_per_frame"] > 5
+    # The stock pattern sends a frame per position instead.
+    assert result["modes"]["stock"]["fanout"]["positions_per_frame"] == 1.0
+
+    # The teams and tokens it used, for loadtest/locustfile.py.
+    provision = json.loads((tmp_path / "work" / "provision.json").read_text())
+    assert provision["password"] and provision["teams"][0]["workers"][0]["token"]
