@@ -70,16 +70,16 @@ def wait_for(url: str, process: subprocess.Popen, timeout: float = 30) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout:g} s")
 
 
-def login(base: str, username: str, password: str) -> dict[str, str]:
+def login(base: str, username: str, password: str, timeout: float = 5) -> dict[str, str]:
     """Log in through the login form; return the headers a manager socket needs."""
     jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-    opener.open(f"{base}/accounts/login/", timeout=5)
+    opener.open(f"{base}/accounts/login/", timeout=timeout)
     csrf = next(cookie.value for cookie in jar if cookie.name == "csrftoken")
     form = urllib.parse.urlencode(
         {"username": username, "password": password, "csrfmiddlewaretoken": csrf}
     ).encode()
-    opener.open(f"{base}/accounts/login/", data=form, timeout=5)
+    opener.open(f"{base}/accounts/login/", data=form, timeout=timeout)
     session = next((c.value for c in jar if c.name == "sessionid"), None)
     if not session:
         raise RuntimeError(f"login as {username} failed")

@@ -224,7 +224,7 @@ class Bench:
         """Manager sockets for these teams: log in (once per manager) and build their headers."""
         missing = [t["managers"][0] for t in teams if t["managers"][0] not in self.sessions]
         with ThreadPoolExecutor(4) as pool:
-            logins = pool.map(lambda u: login(self.cluster.url, u, PASSWORD), missing)
+            logins = pool.map(lambda u: login(self.cluster.url, u, PASSWORD, timeout=60), missing)
             self.sessions.update(zip(missing, logins, strict=True))
         return [
             (team["id"], team["slug"], dict(self.sessions[team["managers"][0]]))
@@ -251,6 +251,7 @@ class Bench:
             after = process_rss(replica)
         finally:
             generators.close()
+        self.wait_until_quiet()
         result = {
             "sockets": opened,
             "connect_seconds": round(connect_seconds, 1),
@@ -260,6 +261,16 @@ class Bench:
         }
         log(f"    {opened} open in {connect_seconds:.1f} s; {result['kb_per_connection']} KB each")
         return result
+
+    def wait_until_quiet(self, limit: float = 180) -> None:
+        """Wait until the replicas have digested a storm of disconnects (under 10% of a core)."""
+        started = time.monotonic()
+        while time.monotonic() - started < limit:
+            before = self.server.cpu()["daphne"]
+            time.sleep(1)
+            if self.server.cpu()["daphne"] - before < 0.1:
+                return
+        log("    the replicas are still busy; going on")
 
     # ------------------------------------------------------------ steps of rising load
 
@@ -657,10 +668,25 @@ def main(argv=None) -> dict:
         world["flush_window"] = int(os.environ.get("FLUSH_WINDOW_MS", 100)) / 1000
         redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
         broker_pids = [redis_pid(redis_url)] + ([broker.process.pid] if broker else [])
-        modes = {mode: run_mode(mode, args, world, env, broker_pids) for mode in args.modes}
+        modes = {}
+        for mode in args.modes:
+            modes[mode] = run_mode(mode, args, world, env, broker_pids)
+            write_results(args, revision, command, modes, workdir)  # so far, in case of a crash
     finally:
         if broker is not None:
             broker.stop()
+    result = write_results(args, revision, command, modes, workdir)
+    log("\n" + markdown(result))
+    log(f"Results: {args.output_dir}/{result_name(args)}.{{json,md}}")
+    log(f"Teams and tokens for loadtest/locustfile.py: {workdir}/provision.json")
+    return result
+
+
+def result_name(args) -> str:
+    return f"bench-{args.layer}" + ("-quick" if args.quick else "")
+
+
+def write_results(args, revision: str, command: str, modes: dict, workdir: Path) -> dict:
     result = {
         "command": command,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -675,16 +701,11 @@ def main(argv=None) -> dict:
         "quick": args.quick,
         "modes": modes,
         "ratios": ratios(modes),
-        "provision_file": str(workdir / "provision.json"),
     }
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    name = f"bench-{args.layer}" + ("-quick" if args.quick else "")
+    name = result_name(args)
     (args.output_dir / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.output_dir / f"{name}.md").write_text(markdown(result))
-    log("\n" + markdown(result))
-    log(
-        f"Results: {args.output_dir / name}.{{json,md}}; tokens for locust: {workdir}/provision.json"
-    )
     return result
 
 
