@@ -121,7 +121,8 @@ CHANNEL_LAYER_BACKENDS = {
     # Default for several replicas: one publish per group message, delivered only to the
     # replicas subscribed to the group (see docs/architecture.md for the measurement).
     "redis": {
-        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        # channels-redis' pub/sub layer, plus one pipelined group_send_many (tracking/layers/redis.py)
+        "BACKEND": "tracking.layers.redis.RedisPubSubChannelLayer",
         "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_PREFIX}-layer"},
     },
     "redis-core": {

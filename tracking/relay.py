@@ -150,6 +150,10 @@ class Relay:
 
     async def _publish(self, batches: dict[int, dict[int, dict]]) -> None:
         """Send each team's batch to its group at once; save them all to the state meanwhile."""
+        self._queue_save(batches)
+        await self.send_batches(batches)
+
+    def _queue_save(self, batches: dict[int, dict[int, dict]]) -> None:
         for team_id, batch in batches.items():
             unsaved = self.unsaved.setdefault(team_id, {})
             for worker_id, position in batch.items():
@@ -158,7 +162,11 @@ class Relay:
                     unsaved[worker_id] = position
         if self.saving is None or self.saving.done():
             self.saving = asyncio.ensure_future(self._save())
-        await asyncio.gather(*(self.send_batch(t, batch) for t, batch in batches.items()))
+
+    async def send_batches(self, batches: dict[int, dict[int, dict]]) -> None:
+        """Send each team's newest positions to the team's group, one message per team."""
+        messages = [(team_group(t), self.batch_message(t, batch)) for t, batch in batches.items()]
+        await self._guard(group_send_many(get_channel_layer(), messages))
 
     async def _save(self) -> None:
         # The live feed never waits for the state: one write, for every team, at a time.
@@ -166,14 +174,13 @@ class Relay:
             batches, self.unsaved = self.unsaved, {}
             await self._guard(self.state.store_latest(batches))
 
-    async def send_batch(self, team_id: int, positions: dict[int, dict]) -> None:
-        """Send a team's newest positions to the team's group, as one message."""
-        message = {
+    def batch_message(self, team_id: int, positions: dict[int, dict]) -> dict:
+        """Return the channel-layer message of a team's newest positions."""
+        return {
             "type": POSITIONS_BATCH,
             "team_id": team_id,
             "positions": [protocol.feed_position(w, p) for w, p in positions.items()],
         }
-        await self._guard(get_channel_layer().group_send(team_group(team_id), message))
 
     async def _send_presence(self, team_id: int, worker_id: int, *, online: bool) -> None:
         worker = self.local_workers.get(worker_id)
@@ -374,6 +381,16 @@ class Relay:
         for task in [*self.tasks, self.clock, self.saving]:
             if task is not None:
                 task.cancel()
+
+
+async def group_send_many(layer, messages: list[tuple[str, dict]]) -> None:
+    """Send (group, message) pairs at once where the layer can (our Redis pub/sub and Kafka
+    layers), else one by one."""
+    if "group_send_many" in getattr(layer, "extensions", ()):
+        await layer.group_send_many(messages)
+    else:
+        for group, message in messages:
+            await layer.group_send(group, message)
 
 
 def close_worker_sockets(worker_id: int) -> None:

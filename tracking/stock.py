@@ -31,7 +31,7 @@ class StockRelay(Relay):
             }
             self._spawn(self._guard(get_channel_layer().group_send(team_group(team_id), message)))
 
-    async def send_batch(self, team_id: int, positions: dict[int, dict]) -> None:
+    async def send_batches(self, batches: dict[int, dict[int, dict]]) -> None:
         """Send nothing: each position already went out on its own."""
 
 

@@ -55,7 +55,7 @@ STABLE_AFTER = 5.0
 class KafkaChannelLayer(BaseChannelLayer):
     """Channel layer over one Kafka topic; groups and process inboxes are partitions."""
 
-    extensions = ["groups", "flush"]
+    extensions = ["groups", "flush", "group_send_many"]
 
     def __init__(
         self,
@@ -123,6 +123,13 @@ class KafkaChannelLayer(BaseChannelLayer):
         assert isinstance(message, dict), "message is not a dict"
         self.require_valid_group_name(group)
         await self._layer().group_send(group, message)
+
+    # ------------------------------------------------------------------ group_send_many extension
+
+    async def group_send_many(self, messages: list[tuple[str, dict]]) -> None:
+        """Send each (group, message) pair; the producer batches them on its own."""
+        for group, message in messages:
+            await self.group_send(group, message)
 
     # ------------------------------------------------------------------ flush extension
 

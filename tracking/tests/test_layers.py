@@ -14,10 +14,11 @@ import pytest
 from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer
 from channels_redis.core import RedisChannelLayer
-from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.conf import settings
 
 from tracking.layers.kafka import KafkaChannelLayer
+from tracking.layers.redis import RedisPubSubChannelLayer
+from tracking.relay import group_send_many
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -57,6 +58,7 @@ KNOWN_GAPS = {
     "memory": {
         "test_a_process_specific_channel_is_reached_from_another_instance": CROSS_PROCESS,
         "test_a_group_reaches_members_added_on_another_instance": CROSS_PROCESS,
+        "test_group_send_many_reaches_each_group_on_another_instance": CROSS_PROCESS,
     },
     "redis": {
         "test_a_full_channel_refuses_sends": (
@@ -262,3 +264,28 @@ async def test_a_group_reaches_members_added_on_another_instance(layer, make_lay
     await owner.group_add("team", channel)
     await sender.group_send("team", {"type": "test.message", "text": "to the team"})
     assert (await receive(owner, channel))["text"] == "to the team"
+
+
+async def test_group_send_many_reaches_each_group_on_another_instance(layer, make_layer):
+    # The relay's tick: every team's batch at once (one pipeline on Redis pub/sub).
+    sender, owner = layer, make_layer()
+    first, second = await owner.new_channel(), await owner.new_channel()
+    await owner.group_add("team.1", first)
+    await owner.group_add("team.2", second)
+    await group_send_many(
+        sender,
+        [
+            ("team.1", {"type": "test.message", "n": 1}),
+            ("team.2", {"type": "test.message", "n": 2}),
+            ("team.1", {"type": "test.message", "n": 3}),
+            ("team.3", {"type": "test.message", "n": 4}),  # no members: nothing happens
+        ],
+    )
+    assert [(await receive(owner, first))["n"] for _ in range(2)] == [1, 3]
+    assert (await receive(owner, second))["n"] == 2
+    assert await receives_nothing(owner, second)
+
+
+def test_our_layers_send_many_groups_at_once():
+    for layer_class in (RedisPubSubChannelLayer, KafkaChannelLayer):
+        assert "group_send_many" in layer_class.extensions
