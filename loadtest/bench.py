@@ -412,7 +412,10 @@ class Bench:
             "manager_sockets": len(frames),
             "sent_per_s": round(report["sent"] / elapsed),
             "delivered_per_s": round(delivered / elapsed),
-            "max_frames_per_window": max(w["most_in_window"] for w in report["watches"]),
+            # Positions frames a manager received per flush window it received them over.
+            "frames_per_window": round(
+                max(w["frames"] / max(w["windows"], 1) for w in report["watches"]), 3
+            ),
             "positions_per_frame": round(delivered / max(sum(frames), 1), 1),
             "server_cpu_us_per_delivered": round(sum(cpu.values()) * 1e6 / max(delivered, 1), 1),
             "server_cpu_cores": round(sum(cpu.values()) / elapsed, 2),
@@ -490,7 +493,7 @@ def run_mode(mode: str, args, world: dict, base_env: dict, broker_pids: list[int
     )
     with cluster:
         bench = Bench(args, world, cluster, broker_pids, mode)
-        result = {"idle": bench.idle(), "steps": bench.steps()}
+        result = {"idle": bench.idle() if args.idle else None, "steps": bench.steps()}
         if bench.delivers and args.fanout_workers:
             result["fanout"] = bench.fanout()
     sustained = [s["devices"] for s in result["steps"] if s["sustained"]]
@@ -587,6 +590,8 @@ def markdown(result: dict) -> str:
               "|---|---|---|---|---|---|"]  # fmt: skip
     for mode, data in result["modes"].items():
         i = data["idle"]
+        if i is None:
+            continue
         lines.append(
             f"| {mode} | {i['sockets']} | {i['connect_seconds']} | {i['rss_before_mb']} | "
             f"{i['rss_after_mb']} | {i['kb_per_connection']} |"
@@ -594,13 +599,13 @@ def markdown(result: dict) -> str:
     fanouts = {m: d["fanout"] for m, d in result["modes"].items() if "fanout" in d}
     if fanouts:
         lines += ["", "## Fan-out: one team, many manager sockets", "",
-                  "| mode | workers | manager sockets | delivered/s | max frames per window | "
+                  "| mode | workers | manager sockets | delivered/s | frames per window | "
                   "positions per frame | p50 ms | p99 ms | latest % | server µs per delivered "
                   "position | server cores |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for mode, f in fanouts.items():
             lines.append(
                 f"| {mode} | {f['workers']} | {f['manager_sockets']} | {f['delivered_per_s']} | "
-                f"{f['max_frames_per_window']} | {f['positions_per_frame']} | "
+                f"{f['frames_per_window']} | {f['positions_per_frame']} | "
                 f"{f['latency_ms']['p50']} | {f['latency_ms']['p99']} | "
                 f"{f['latest_delivered_pct']} | {f['server_cpu_us_per_delivered']} | "
                 f"{f['server_cpu_cores']} |"
@@ -616,7 +621,7 @@ def parse_args(argv=None):
         "--modes", default=",".join(MODES), help="comma-separated, of " + ", ".join(MODES)
     )
     parser.add_argument(
-        "--steps", help="device counts, comma-separated (default 500,1000,2000,…,8000)"
+        "--steps", help="device counts, comma-separated (default 100,250,500,1000,…,8000)"
     )
     parser.add_argument("--seconds", type=float, default=60, help="measured seconds per step")
     parser.add_argument("--warmup", type=float, default=10)
@@ -627,6 +632,7 @@ def parse_args(argv=None):
     parser.add_argument("--fanout-managers", type=int, default=50)
     parser.add_argument("--quick", action="store_true", help="a smoke run of under 2 minutes")
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
+    parser.add_argument("--name", help="results file name (default bench-<layer>[-quick])")
     parser.add_argument("--workdir", type=Path, help="databases and logs (default: temporary)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -634,7 +640,7 @@ def parse_args(argv=None):
         args.fanout_workers, args.fanout_managers = 200, 10
         args.steps = args.steps or "100,300"
     args.steps = [
-        int(n) for n in (args.steps or "500,1000,2000,3000,4000,5000,6000,8000").split(",")
+        int(n) for n in (args.steps or "100,250,500,1000,2000,3000,4000,5000,6000,8000").split(",")
     ]
     args.modes = [m for m in args.modes.split(",") if m]
     unknown = set(args.modes) - set(MODES)
@@ -683,7 +689,7 @@ def main(argv=None) -> dict:
 
 
 def result_name(args) -> str:
-    return f"bench-{args.layer}" + ("-quick" if args.quick else "")
+    return args.name or f"bench-{args.layer}" + ("-quick" if args.quick else "")
 
 
 def write_results(args, revision: str, command: str, modes: dict, workdir: Path) -> dict:

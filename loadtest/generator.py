@@ -42,17 +42,7 @@ class Device:
 class Watch:
     """A manager socket on one team, and what it received."""
 
-    __slots__ = (
-        "team_id",
-        "slug",
-        "headers",
-        "socket",
-        "seen",
-        "frames",
-        "window",
-        "in_window",
-        "most_in_window",
-    )
+    __slots__ = ("team_id", "slug", "headers", "socket", "seen", "frames", "first", "last")
 
     def __init__(self, team_id: int, slug: str, headers: dict[str, str]):
         self.team_id = team_id
@@ -60,8 +50,8 @@ class Watch:
         self.headers = headers
         self.socket = None
         self.seen: dict[int, float] = {}
-        self.frames = 0
-        self.window = self.in_window = self.most_in_window = 0  # positions frames per window
+        # Positions frames, and the first and last flush window (wall clock) they arrived in.
+        self.frames = self.first = self.last = 0
 
 
 class Generator:
@@ -88,7 +78,7 @@ class Generator:
         self.positions_received = 0
         self.latency = latency_histogram()
         for watch in self.watches:
-            watch.frames = watch.most_in_window = 0
+            watch.frames = 0
 
     # ------------------------------------------------------------ connections
 
@@ -192,12 +182,11 @@ class Generator:
                 frame = json.loads(text)
                 if frame["type"] != "positions":
                     continue
-                watch.frames += 1
                 window = int(now / self.flush_window)
-                if window != watch.window:
-                    watch.window, watch.in_window = window, 0
-                watch.in_window += 1
-                watch.most_in_window = max(watch.most_in_window, watch.in_window)
+                if not watch.frames:
+                    watch.first = window
+                watch.frames += 1
+                watch.last = window
                 self.positions_received += len(frame["positions"])
                 seen, latency = watch.seen, self.latency
                 for position in frame["positions"]:
@@ -229,7 +218,7 @@ class Generator:
                 {
                     "team_id": w.team_id,
                     "frames": w.frames,
-                    "most_in_window": w.most_in_window,
+                    "windows": w.last - w.first + 1 if w.frames else 0,
                     "seen": dict(w.seen),
                 }
                 for w in self.watches
