@@ -179,7 +179,8 @@ class Generators:
                 "positions_received",
             )  # fmt: skip
         }
-        merged["cpu"] = sum(r["cpu"] for r in reports)
+        # Cores the generator processes used together since the last collect.
+        merged["cpu_cores"] = sum(r["cpu"] for r in reports) / max(r["seconds"] for r in reports)
         merged["latency"] = [
             sum(bins) for bins in zip(*(r["latency"] for r in reports), strict=True)
         ]
@@ -325,7 +326,7 @@ class Bench:
                 name: round(seconds * 1e6 / max(sent, 1)) for name, seconds in cpu.items()
             },
             "server_cpu_cores": round(sum(cpu.values()) / elapsed, 2),
-            "generator_cpu_cores": round(report["cpu"] / elapsed, 2),
+            "generator_cpu_cores": round(report["cpu_cores"], 2),
             "rss_kb_per_connection": round(
                 (self.server.replica_rss() - rss_base) / (devices + watches) / 1024, 1
             ),
@@ -419,6 +420,7 @@ class Bench:
             "positions_per_frame": round(delivered / max(sum(frames), 1), 1),
             "server_cpu_us_per_delivered": round(sum(cpu.values()) * 1e6 / max(delivered, 1), 1),
             "server_cpu_cores": round(sum(cpu.values()) / elapsed, 2),
+            "generator_cpu_cores": round(report["cpu_cores"], 2),
             "errors": report["send_failures"] + report["error_frames"] + report["closed"],
             **self.delivery(report, {worker_id for worker_id, _ in devices}, elapsed),
         }

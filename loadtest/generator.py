@@ -71,6 +71,7 @@ class Generator:
         self.reset()
 
     def reset(self) -> None:
+        self.cpu_mark, self.time_mark = process_cpu_seconds(), time.monotonic()
         self.sent = 0
         self.send_failures = 0
         self.error_frames = 0
@@ -203,7 +204,6 @@ class Generator:
 
     def collect(self) -> dict:
         """Return what happened since the last collect, and reset the counters."""
-        usage = resource.getrusage(resource.RUSAGE_SELF)
         report = {
             "sent": self.sent,
             "sent_total": self.sent_total,
@@ -212,7 +212,9 @@ class Generator:
             "closed": self.closed,
             "positions_received": self.positions_received,
             "latency": self.latency,
-            "cpu": usage.ru_utime + usage.ru_stime,
+            # This process's CPU seconds, and the wall-clock seconds, since the last collect.
+            "cpu": process_cpu_seconds() - self.cpu_mark,
+            "seconds": time.monotonic() - self.time_mark,
             "last_sent": {d.worker_id: d.last_ts for d in self.devices if d.last_ts is not None},
             "watches": [
                 {
@@ -268,6 +270,11 @@ def main(pipe, *, base_url: str, devices: list, period: float, seed: int, window
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     generator = Generator(devices=devices, period=period, seed=seed, window=window)
     asyncio.run(serve(pipe, generator, base_url))
+
+
+def process_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def percentile(histogram: list[int], fraction: float) -> float | None:

@@ -261,7 +261,12 @@ class Relay:
 
     async def _send_to_watchers(self, team_id: int, frame: str) -> None:
         for socket in list(self.watchers.get(team_id, ())):
-            await socket.send_frame(frame)
+            try:
+                await socket.send_frame(frame)
+            except Exception:
+                # The socket is closing (daphne: "send on a closed protocol"); its disconnect
+                # takes it out. The team's other managers must not miss the frame for it.
+                self.watchers.get(team_id, set()).discard(socket)
 
     # ------------------------------------------------------------ the clock
 
@@ -342,12 +347,15 @@ class Relay:
                 self._report_failure()
                 await asyncio.sleep(1)
                 continue
-            if message.get("type") == WORKER_REVOKED:
-                worker = self.local_workers.get(message.get("worker_id"))
-                for socket in list(worker.sockets if worker else ()):
-                    await socket.refuse()
-            else:
-                await self._team_message(message)
+            try:
+                if message.get("type") == WORKER_REVOKED:
+                    worker = self.local_workers.get(message.get("worker_id"))
+                    for socket in list(worker.sockets if worker else ()):
+                        await socket.refuse()
+                else:
+                    await self._team_message(message)
+            except Exception:
+                logger.exception("The relay could not handle a %s message", message.get("type"))
 
     # ------------------------------------------------------------ failures
 
