@@ -35,7 +35,7 @@ import redis
 
 from deploy.cluster import ROOT, LocalCluster, login, manage, raise_open_file_limit
 from loadtest import generator
-from loadtest.generator import percentile
+from loadtest.generator import LATENCY_BINS, percentile
 
 RESULTS = Path(__file__).with_name("results")
 MODES = ("bare", "stock", "batched")
@@ -518,32 +518,41 @@ def cpu_model() -> str:
     return platform.processor()
 
 
-def ratios(modes: dict) -> dict:
-    """Relay against the baselines, at the highest step every mode measured."""
-    out = {}
+def ratios(modes: dict) -> list[str]:
+    """Say how the relay compares with the baselines measured in this run."""
+    lines = []
     batched, stock, bare = modes.get("batched"), modes.get("stock"), modes.get("bare")
     if batched and bare:
         common = {s["devices"] for s in batched["steps"]} & {s["devices"] for s in bare["steps"]}
-        if common:
-            at = max(common)
-            cpu = {
-                name: next(s for s in m["steps"] if s["devices"] == at)[
-                    "server_cpu_us_per_position"]["total"]
-                for name, m in (("batched", batched), ("bare", bare))
-            }  # fmt: skip
-            out["cpu_batched_over_bare"] = {
-                "devices": at,
-                "ratio": round(cpu["batched"] / cpu["bare"], 2),
-            }
-        if bare["sustained_devices"]:
-            out["sustained_batched_over_bare"] = round(
-                batched["sustained_devices"] / bare["sustained_devices"], 2
+        for devices in sorted(common)[-2:]:
+            cpu = [
+                next(s for s in m["steps"] if s["devices"] == devices)["server_cpu_us_per_position"]
+                for m in (batched, bare)
+            ]
+            lines.append(
+                f"Server CPU per position at {devices} devices, batched / bare: "
+                f"{cpu[0]['total']} / {cpu[1]['total']} µs = {cpu[0]['total'] / cpu[1]['total']:.2f}"
             )
-    if batched and stock and stock["sustained_devices"]:
-        out["sustained_batched_over_stock"] = round(
-            batched["sustained_devices"] / stock["sustained_devices"], 2
-        )
-    return out
+    for name, baseline in (("stock", stock), ("bare", bare)):
+        if not (batched and baseline):
+            continue
+        mine, theirs = batched["sustained_devices"], baseline["sustained_devices"]
+        line = f"Sustained devices, batched / {name}: {mine} / {theirs}"
+        if theirs:
+            line += f" = {mine / theirs:.2f}"
+        else:
+            line += f" ({name} sustained none of its steps, the lowest being {baseline['steps'][0]['devices']})"
+        if baseline["steps"][-1]["sustained"]:
+            line += f" ({name} sustained its highest step: its limit is higher)"
+        lines.append(line)
+    return lines
+
+
+def ms(value) -> str:
+    """A latency for the tables: the histogram's last bin holds everything from 10 s up."""
+    if value is None:
+        return "–"
+    return f"≥{LATENCY_BINS - 1}" if value >= LATENCY_BINS else str(value)
 
 
 def markdown(result: dict) -> str:
@@ -561,11 +570,11 @@ def markdown(result: dict) -> str:
         "position at every manager of its team (bare: every frame received, backlog drained "
         f"within {P99_LIMIT_MS} ms).",
         "",
+        *([f"Note: {result['notes']}", ""] if result.get("notes") else []),
         "## Ratios",
         "",
     ]
-    for name, value in result["ratios"].items():
-        lines.append(f"- {name}: {value}")
+    lines += [f"- {line}" for line in result["ratios"]]
     lines += ["", "## Steps", "",
               "| mode | devices | sent/s | delivered/s | p50 ms | p95 ms | p99 ms | latest % | "
               "errors | server µs/position (daphne+nginx+broker) | server cores | generator cores "
@@ -578,8 +587,8 @@ def markdown(result: dict) -> str:
             delivered = s.get("delivered_per_s", f"({s.get('received_pct')}% received)")
             lines.append(
                 f"| {mode} | {s['devices']} | {s['sent_per_s']} | {delivered} | "
-                f"{latency.get('p50', '–')} | {latency.get('p95', '–')} | "
-                f"{latency.get('p99', 'drain ' + str(s.get('drain_ms')))} | "
+                f"{ms(latency.get('p50'))} | {ms(latency.get('p95'))} | "
+                f"{ms(latency['p99']) if latency else 'drain ' + str(s['drain_ms'])} | "
                 f"{s.get('latest_delivered_pct', '–')} | {s['errors']} | "
                 f"{cpu['total']} ({cpu['daphne']}+{cpu['nginx']}+{cpu['broker']}) | "
                 f"{s['server_cpu_cores']} | {s['generator_cpu_cores']} | "
@@ -608,7 +617,7 @@ def markdown(result: dict) -> str:
             lines.append(
                 f"| {mode} | {f['workers']} | {f['manager_sockets']} | {f['delivered_per_s']} | "
                 f"{f['frames_per_window']} | {f['positions_per_frame']} | "
-                f"{f['latency_ms']['p50']} | {f['latency_ms']['p99']} | "
+                f"{ms(f['latency_ms']['p50'])} | {ms(f['latency_ms']['p99'])} | "
                 f"{f['latest_delivered_pct']} | {f['server_cpu_us_per_delivered']} | "
                 f"{f['server_cpu_cores']} |"
             )

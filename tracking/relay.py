@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 
 def team_group(team_id: int) -> str:
-    """Name the group of every manager socket watching a team."""
+    """Name the group a team's messages go to: the relays of replicas with its managers."""
     return f"team.{team_id}"
 
 
@@ -45,7 +45,7 @@ DEVICES_GROUP = "devices"
 # (p90) of the tick; a message later than this waits for the next window's frame.
 DELIVERY_DELAY = 0.6
 
-# Channel-layer message types; a consumer handles "a.b" in its method a_b.
+# Channel-layer message types, all taken by the relays' own channels.
 POSITIONS_BATCH = "positions.batch"
 PRESENCE_CHANGED = "presence.changed"
 WORKER_REVOKED = "worker.revoked"
