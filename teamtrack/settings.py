@@ -142,6 +142,9 @@ CHANNEL_LAYER_BACKENDS = {
             "topic": env.str("KAFKA_TOPIC", default=f"{REDIS_PREFIX}-layer"),
             "partitions": env.int("KAFKA_PARTITIONS", default=32),
             "replication_factor": env.int("KAFKA_REPLICATION_FACTOR", default=1),
+            # Each replica's relay has one channel for all its teams' messages: Channels'
+            # default of 100 queued messages overflowed (dropped) in a short stall under load.
+            "capacity": 10_000,
             "producer_config": env.json("KAFKA_PRODUCER_CONFIG", default={}),
             "consumer_config": env.json("KAFKA_CONSUMER_CONFIG", default={}),
         },
