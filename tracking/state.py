@@ -170,7 +170,7 @@ class RedisRelayState:
             # A bounded pool that waits: a storm of connects or disconnects queues for a
             # connection instead of failing with "too many connections".
             pool = aioredis.BlockingConnectionPool.from_url(
-                self.url, max_connections=32, timeout=5, socket_timeout=5, socket_connect_timeout=5
+                self.url, max_connections=32, timeout=20, socket_timeout=5, socket_connect_timeout=5
             )
             client = self._clients[loop] = aioredis.Redis(connection_pool=pool)
         return client
