@@ -21,8 +21,6 @@ import json
 import math
 import multiprocessing
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,9 +31,10 @@ from pathlib import Path
 
 import redis
 
-from deploy.cluster import ROOT, LocalCluster, login, manage, raise_open_file_limit
+from deploy.cluster import LocalCluster, login, manage, raise_open_file_limit
 from loadtest import generator
 from loadtest.generator import LATENCY_BINS, percentile
+from loadtest.machine import children, cpu_model, git_revision, process_cpu, process_rss
 
 RESULTS = Path(__file__).with_name("results")
 MODES = ("bare", "stock", "batched")
@@ -49,36 +48,6 @@ def log(message: str) -> None:
 
 
 # ---------------------------------------------------------------- processes and /proc
-
-
-def process_cpu(pid: int) -> float:
-    """CPU seconds a process has used (user + system), from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def process_rss(pid: int) -> int:
-    """Resident memory of a process in bytes, from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(stat[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 class ServerProcesses:
@@ -501,21 +470,6 @@ def run_mode(mode: str, args, world: dict, base_env: dict, broker_pids: list[int
     sustained = [s["devices"] for s in result["steps"] if s["sustained"]]
     result["sustained_devices"] = max(sustained, default=0)
     return result
-
-
-def git_revision() -> str:
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
-
-    revision = git("rev-parse", "--short", "HEAD").strip() or "unknown"
-    return revision + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def ratios(modes: dict) -> list[str]:

@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -38,6 +37,7 @@ from django.conf import settings  # noqa: E402
 from redis import asyncio as aioredis  # noqa: E402
 
 from deploy.tansu import KafkaBroker  # noqa: E402
+from loadtest.machine import git_revision, process_cpu  # noqa: E402
 from tracking.layers.kafka import KafkaChannelLayer  # noqa: E402
 
 LAYERS = {
@@ -57,12 +57,6 @@ FRAME = json.dumps(
     ]}
 )  # fmt: skip
 WINDOW = 0.1  # one group message per window, like one team's flush
-
-
-def process_cpu(pid: int) -> float:
-    """Return the CPU seconds a process has used, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def broker_cpu(client, broker) -> float:
@@ -199,9 +193,7 @@ def main() -> None:
     parser.add_argument("--managers", type=int, nargs="+", default=[1, 10, 50])
     args = parser.parse_args()
     results = asyncio.run(run(args.seconds, args.managers))
-    revision = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
-    ).stdout.strip()
+    revision = git_revision()
     meta = {"cores": os.cpu_count(), "python": platform.python_version(), "revision": revision,
             "seconds": args.seconds, "frame_bytes": len(FRAME), "window_s": WINDOW}  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
