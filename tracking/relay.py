@@ -25,7 +25,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 
 from tracking import protocol
-from tracking.state import InMemoryRelayState, RedisRelayState
+from tracking.state import InMemoryRelayState, RedisRelayState, merge_newest
 
 logger = logging.getLogger(__name__)
 
@@ -154,12 +154,7 @@ class Relay:
         await self.send_batches(batches)
 
     def _queue_save(self, batches: dict[int, dict[int, dict]]) -> None:
-        for team_id, batch in batches.items():
-            unsaved = self.unsaved.setdefault(team_id, {})
-            for worker_id, position in batch.items():
-                known = unsaved.get(worker_id)
-                if known is None or position["ts"] >= known["ts"]:
-                    unsaved[worker_id] = position
+        merge_newest(self.unsaved, batches)
         if self.saving is None or self.saving.done():
             self.saving = asyncio.ensure_future(self._save())
 

@@ -16,6 +16,16 @@ from redis import asyncio as aioredis
 logger = logging.getLogger(__name__)
 
 
+def merge_newest(into: dict[int, dict[int, dict]], batches: dict[int, dict[int, dict]]) -> None:
+    """Merge team -> worker -> position batches into `into`, keeping the newest position by ts."""
+    for team_id, positions in batches.items():
+        known_positions = into.setdefault(team_id, {})
+        for worker_id, position in positions.items():
+            known = known_positions.get(worker_id)
+            if known is None or position["ts"] >= known["ts"]:
+                known_positions[worker_id] = position
+
+
 class InMemoryRelayState:
     """Last-known positions and open device sockets, held by this process alone."""
 
@@ -39,12 +49,7 @@ class InMemoryRelayState:
 
     async def store_latest(self, batches: dict[int, dict[int, dict]]) -> None:
         """Keep, per team and worker, the position if it is newer than the last known."""
-        for team_id, positions in batches.items():
-            latest = self.latest.setdefault(team_id, {})
-            for worker_id, position in positions.items():
-                known = latest.get(worker_id)
-                if known is None or position["ts"] >= known["ts"]:
-                    latest[worker_id] = position
+        merge_newest(self.latest, batches)
 
     async def team_state(self, team_id: int) -> tuple[dict[int, dict], set[int]]:
         """Return a team's last-known positions and the ids of its online workers."""
