@@ -19,7 +19,8 @@ class Device:
         self.interval = interval
         self.seq = 0
         self.connections = 0
-        self.errors: list[dict] = []
+        self.acked = 0  # the highest seq the server acknowledged
+        self.errors: list[dict] = []  # every frame from the server but acks
         self.task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -57,7 +58,11 @@ class Device:
     async def _read(self, socket) -> None:
         with contextlib.suppress(websockets.WebSocketException):
             async for text in socket:
-                self.errors.append(json.loads(text))
+                frame = json.loads(text)
+                if frame.get("type") == "ack":
+                    self.acked = max(self.acked, frame["seq"])
+                else:
+                    self.errors.append(frame)
 
 
 class ManagerWatch:
