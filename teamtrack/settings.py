@@ -168,6 +168,19 @@ if TEAMTRACK_RELAY_MODE not in ("batched", "stock"):
     raise ImproperlyConfigured(
         f"RELAY_MODE must be batched or stock, not {TEAMTRACK_RELAY_MODE!r}."
     )
+# Device sockets: frames a second (on average, in bursts of up to WORKER_FRAME_BURST) before
+# frames are refused with `rate_limited`, and a socket that goes on is closed with 4429.
+TEAMTRACK_WORKER_FRAMES_PER_SECOND = env.float("WORKER_FRAMES_PER_SECOND", default=5.0)
+TEAMTRACK_WORKER_FRAME_BURST = env.int("WORKER_FRAME_BURST", default=20)
+# Failed device logins from one address in a minute, per replica, before it is refused (4429).
+TEAMTRACK_FAILED_LOGINS_PER_MINUTE = env.int("FAILED_LOGINS_PER_MINUTE", default=30)
+# A manager socket that reads nothing for this long while frames pile up is closed with 4408.
+TEAMTRACK_SLOW_MANAGER_SECONDS = env.float("SLOW_MANAGER_SECONDS", default=30.0)
+# Who may read /metrics: Prometheus scrapes each replica on the internal network.
+METRICS_ALLOWED_NETWORKS = env.list(
+    "METRICS_ALLOWED_NETWORKS",
+    default=["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
+)
 # A worker whose last position is older than this shows as stale on the map.
 TEAMTRACK_STALE_AFTER = env.int("STALE_AFTER_SECONDS", default=30)
 TEAMTRACK_MAP_TILE_URL = env.str(

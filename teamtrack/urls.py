@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 
 from teams import views
-from tracking import health
+from tracking import health, metrics
 
 urlpatterns = [
     path("", views.team_list, name="team-list"),
@@ -11,4 +11,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics, name="metrics"),
 ]

@@ -14,7 +14,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from redis.exceptions import RedisError
 
 from teams import selectors
-from tracking import protocol
+from tracking import limits, metrics, protocol
 from tracking.protocol import ClientError
 from tracking.relay import RelayUnavailable, get_relay
 
@@ -37,14 +37,27 @@ def bearer_token(scope) -> str | None:
 class RelaySocketConsumer(AsyncWebsocketConsumer):
     """Base of both sockets: an unreachable channel layer closes a socket with 4503, never 1011."""
 
+    kind = ""  # "worker" or "manager", in metrics
     accepted = False
 
     async def send_error(self, error: ClientError):
-        await self.send(text_data=protocol.encode_error(error.code, error.detail))
+        metrics.POSITIONS_REJECTED.labels(error.code).inc()
+        text = protocol.encode_error(error.code, error.detail)
+        await self.send(text_data=text)
+        metrics.frame_sent("error", text)
+
+    async def send_frame(self, text: str, frame_type: str):
+        """Send a frame the relay encoded (once, for every socket it goes to)."""
+        await self.send(text_data=text)
+
+    async def close_with(self, code: int):
+        """Close the socket with one of the codes of tracking.protocol."""
+        await self.close(code=code)
 
     async def accept(self, subprotocol=None, headers=None):
         await super().accept(subprotocol, headers)
         self.accepted = True
+        metrics.OPEN_SOCKETS.labels(self.kind).inc()
 
     async def __call__(self, scope, receive, send):
         try:
@@ -56,6 +69,9 @@ class RelaySocketConsumer(AsyncWebsocketConsumer):
             await send({"type": "websocket.close", "code": protocol.CLOSE_TRY_AGAIN})
             if self.accepted:
                 await self.disconnect(protocol.CLOSE_TRY_AGAIN)
+        finally:
+            if self.accepted:
+                metrics.OPEN_SOCKETS.labels(self.kind).dec()
 
     async def serve(self, scope, receive, send):
         """Take the client's frames in a plain loop, with no channel layer of the socket's own.
@@ -78,11 +94,18 @@ class RelaySocketConsumer(AsyncWebsocketConsumer):
 
 
 class WorkerConsumer(RelaySocketConsumer):
+    kind = "worker"
     worker = None  # set once the device's token is accepted
     auth_timer = None
 
     async def connect(self):
         await self.accept()
+        self.address = (self.scope.get("client") or ("", 0))[0]
+        if limits.failed_logins().blocked(self.address):
+            metrics.RATE_LIMITED_CLOSES.labels("failed_logins").inc()
+            await self.close(code=protocol.CLOSE_RATE_LIMITED)
+            return
+        self.frame_limit = limits.frame_rate_limit()
         token = bearer_token(self.scope)
         if token is not None:
             await self.authenticate(token)
@@ -93,6 +116,9 @@ class WorkerConsumer(RelaySocketConsumer):
             )
 
     async def receive(self, text_data=None, bytes_data=None):
+        if self.worker is not None and not self.frame_limit.take():
+            await self.refuse_flood()
+            return
         try:
             frame = protocol.parse_worker_frame(text_data, bytes_data)
         except ClientError as error:
@@ -110,8 +136,22 @@ class WorkerConsumer(RelaySocketConsumer):
             await self.refuse()
         else:
             get_relay().positions_received(
-                team_id=self.worker.team_id, worker_id=self.worker.id, positions=frame.positions
+                self,
+                team_id=self.worker.team_id,
+                worker_id=self.worker.id,
+                positions=frame.positions,
+                ack_seq=frame.ack_seq,
             )
+
+    async def refuse_flood(self):
+        """Drop a frame over the rate limit: say so once, and close a device that goes on."""
+        if self.frame_limit.flooding:
+            metrics.RATE_LIMITED_CLOSES.labels("frames").inc()
+            await self.close(code=protocol.CLOSE_RATE_LIMITED)
+        elif self.frame_limit.refused_in_a_row == 1:
+            await self.send_error(ClientError("rate_limited", "too many frames; slow down"))
+        else:
+            metrics.POSITIONS_REJECTED.labels("rate_limited").inc()
 
     async def disconnect(self, code):
         if self.auth_timer is not None:
@@ -126,6 +166,7 @@ class WorkerConsumer(RelaySocketConsumer):
             self.auth_timer.cancel()
         worker = await database_sync_to_async(selectors.worker_get_by_token)(token=token)
         if worker is None:
+            limits.failed_logins().record_failure(self.address)
             await self.refuse()
             return
         try:
@@ -138,11 +179,12 @@ class WorkerConsumer(RelaySocketConsumer):
         self.worker = worker
 
     async def refuse(self):
-        """Close the socket as unauthenticated; the relay calls this when the token is revoked."""
+        """Close the socket as unauthenticated."""
         await self.close(code=protocol.CLOSE_UNAUTHENTICATED)
 
 
 class TeamConsumer(RelaySocketConsumer):
+    kind = "manager"
     team = None
 
     async def connect(self):
@@ -151,6 +193,8 @@ class TeamConsumer(RelaySocketConsumer):
         if not user.is_authenticated:
             await self.close(code=protocol.CLOSE_UNAUTHENTICATED)
             return
+        self.user_id = user.pk
+        self.write_flow = self.scope.get("write_flow")  # tracking.backpressure
         slug = self.scope["url_route"]["kwargs"]["slug"]
         team = await database_sync_to_async(selectors.team_get_by_slug)(slug=slug)
         if team is None:
@@ -174,10 +218,6 @@ class TeamConsumer(RelaySocketConsumer):
     async def disconnect(self, code):
         if self.team is not None:
             await get_relay().unwatch_team(self, team_id=self.team.id)
-
-    async def send_frame(self, text: str):
-        """Send a frame the relay encoded once for every manager of the team."""
-        await self.send(text_data=text)
 
 
 class NotFoundConsumer(AsyncWebsocketConsumer):

@@ -14,6 +14,9 @@ CLOSE_TRY_AGAIN = 4503  # the relay (channel layer or Redis) cannot be reached r
 CLOSE_UNAUTHENTICATED = 4401  # no, unknown, revoked or rotated device token; not logged in
 CLOSE_FORBIDDEN = 4403  # logged in, but not a manager of that team
 CLOSE_NOT_FOUND = 4404  # no such team, or no such socket path
+CLOSE_TOO_SLOW = 4408  # a manager socket that stopped reading while its frames piled up
+CLOSE_RATE_LIMITED = 4429  # too many frames, or too many failed logins from one address
+CLOSE_SERVICE_RESTART = 4012  # the replica is stopping: reconnect at once (RFC 6455's 1012)
 
 AUTH_TIMEOUT = 5.0  # seconds a device may take to send its auth frame
 MAX_FRAME_CHARS = 128 * 1024  # a full batch of 500 positions takes about 50 KiB
@@ -26,7 +29,7 @@ MAX_SEQ = 2**63 - 1
 POSITION_FIELDS = (
     ("lat", True, -90.0, 90.0),
     ("lng", True, -180.0, 180.0),
-    ("ts", True, 0.0, math.inf),
+    ("ts", True, 1.0, math.inf),
     ("acc", False, 0.0, 100_000.0),
     ("speed", False, 0.0, 1_000.0),
     ("heading", False, 0.0, 360.0),
@@ -52,6 +55,11 @@ class PositionsFrame:
     # Validated positions: dicts of floats keyed like POSITION_FIELDS, plus an int "seq" if sent.
     positions: list[dict]
 
+    @property
+    def ack_seq(self) -> int | None:
+        """The seq to acknowledge the frame with: the highest its positions carry, if any."""
+        return max((p["seq"] for p in self.positions if "seq" in p), default=None)
+
 
 # ---------------------------------------------------------------- parsing (device -> server)
 
@@ -75,8 +83,9 @@ def parse_worker_frame(text_data: str | None, bytes_data: bytes | None = None, *
         return PositionsFrame(_batch(frame, now))
     if frame_type == "auth":
         token = frame.get("token")
-        if type(token) is not str or not token:
-            raise ClientError("invalid_field", "token must be a non-empty string")
+        # Tokens are ASCII (tt_ and URL-safe base64); anything else cannot be one.
+        if type(token) is not str or not token or not token.isascii() or len(token) > 256:
+            raise ClientError("invalid_field", "token must be a non-empty ASCII string")
         return AuthFrame(token)
     raise ClientError("invalid_frame", "type must be one of position, batch, auth")
 
@@ -175,6 +184,10 @@ def encode_presence(worker_id: int, name: str | None, online: bool) -> str:
 
 def encode_snapshot(team_slug: str, workers: list[dict]) -> str:
     return _encode({"type": "snapshot", "team": team_slug, "workers": workers})
+
+
+def encode_ack(seq: int) -> str:
+    return _encode({"type": "ack", "seq": seq})
 
 
 def encode_error(code: str, detail: str) -> str:

@@ -10,6 +10,10 @@ flush window, at the same wall-clock moments on every replica:
   watched here gets one frame, encoded once and written to each of its manager sockets directly.
 So the channel layer carries one message per team, window and sending replica, and a manager
 gets at most one positions frame per window, however many workers, replicas and managers.
+
+Devices' frames that carry `seq` are acknowledged once the tick has handed them to the channel
+layer. A manager socket whose write buffer is full gets nothing meanwhile; what it missed is
+conflated (tracking.backpressure) and sent when it drains, or it is closed if it never does.
 """
 
 import asyncio
@@ -17,6 +21,7 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -24,7 +29,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from tracking import protocol
+from tracking import drain, metrics, protocol
+from tracking.backpressure import HeldFrames, WriteFlow
 from tracking.state import InMemoryRelayState, RedisRelayState, merge_newest
 
 logger = logging.getLogger(__name__)
@@ -35,10 +41,11 @@ def team_group(team_id: int) -> str:
     return f"team.{team_id}"
 
 
-# The group of every replica's relay channel. One group for all devices, rather than one
-# per worker, keeps a replica's group memberships (Redis subscriptions, Kafka partitions) down to
-# the teams it serves; revocations are rare and reach each replica once.
-DEVICES_GROUP = "devices"
+# The group of every replica's relay channel, for closing a worker's or a user's sockets
+# wherever they are. One group, rather than one per worker or user, keeps a replica's group
+# memberships (Redis subscriptions, Kafka partitions) down to the teams it serves; revocations
+# and logouts are rare and reach each replica once.
+RELAYS_GROUP = "relays"
 
 # How far into a window a replica delivers what arrived for its managers, as a fraction of the
 # window. Measured on 2 loaded cores, a tick's messages from the other replica arrive within 30 ms
@@ -49,18 +56,27 @@ DELIVERY_DELAY = 0.6
 POSITIONS_BATCH = "positions.batch"
 PRESENCE_CHANGED = "presence.changed"
 WORKER_REVOKED = "worker.revoked"
+USER_LOGGED_OUT = "user.logged_out"
 
 
 class DeviceSocket(Protocol):
-    """What the relay needs of a device's socket: a way to close it when its token is revoked."""
+    """What the relay needs of a device's socket: acks go out on it; revocation closes it."""
 
-    async def refuse(self) -> None: ...
+    async def send_frame(self, text: str, frame_type: str) -> None: ...
+
+    async def close_with(self, code: int) -> None: ...
 
 
 class ManagerSocket(Protocol):
-    """What the relay needs of a manager's socket: a way to send it a frame."""
+    """What the relay needs of a manager's socket: frames go out on it, unless its buffer is
+    full (write_flow, None where the server cannot tell); its user's logout closes it."""
 
-    async def send_frame(self, text: str) -> None: ...
+    user_id: int
+    write_flow: WriteFlow | None
+
+    async def send_frame(self, text: str, frame_type: str) -> None: ...
+
+    async def close_with(self, code: int) -> None: ...
 
 
 @dataclass
@@ -70,6 +86,9 @@ class LocalWorker:
     team_id: int
     name: str
     sockets: set[DeviceSocket] = field(default_factory=set)
+    # The newest position taken from its devices, so that a resent one is relayed once.
+    newest_ts: float = -math.inf
+    newest_seq: int | None = None
 
 
 class RelayUnavailable(Exception):
@@ -79,17 +98,28 @@ class RelayUnavailable(Exception):
 class Relay:
     """Gathers positions per team for one flush window, then sends each team one frame."""
 
-    def __init__(self, *, state, flush_window: float, lease_renewal: float | None = None):
+    def __init__(
+        self,
+        *,
+        state,
+        flush_window: float,
+        lease_renewal: float | None = None,
+        slow_manager_timeout: float = 30.0,
+    ):
         self.state = state
         self.flush_window = flush_window
         self.lease_renewal = lease_renewal
-        # Device side: team id -> worker id -> newest position a device here sent this window.
+        self.slow_manager_timeout = slow_manager_timeout
+        # Device side: team id -> worker id -> newest position a device here sent this window,
+        # and the (socket, seq) acks due once this window's positions are published.
         self.pending: dict[int, dict[int, dict]] = {}
+        self.pending_acks: list[tuple[DeviceSocket, int]] = []
         self.local_workers: dict[int, LocalWorker] = {}
         # Manager side: team id -> worker id -> newest position (as managers see it) that
         # arrived from any replica this window; and the manager sockets here, by team.
         self.outgoing: dict[int, dict[int, dict]] = {}
         self.watchers: dict[int, set[ManagerSocket]] = {}
+        self.held: dict[ManagerSocket, HeldFrames] = {}  # sockets whose buffer is full
         # team id -> worker id -> ts of the newest position taken for managers here, so that a
         # late or resent older position never moves a worker back on their maps.
         self.newest_ts: dict[int, dict[int, float]] = {}
@@ -101,6 +131,7 @@ class Relay:
         self.channel: str | None = None
         self.channel_lock = asyncio.Lock()
         self.failing = False
+        self.draining = False
 
     # ------------------------------------------------------------ device side
 
@@ -126,21 +157,42 @@ class Relay:
         worker.sockets.discard(socket)
         if worker.sockets:
             return
+        if self.draining:
+            # The device reconnects to another replica at once: keep its lease until it expires,
+            # so that its managers see no offline blink in between.
+            del self.local_workers[worker_id]
+            return
         if await self._guard(self.state.connection_closed(team_id, worker_id)):
             await self._send_presence(team_id, worker_id, online=False)
         del self.local_workers[worker_id]
 
-    def positions_received(self, *, team_id: int, worker_id: int, positions: list[dict]) -> None:
-        """Queue the newest of a worker's positions for the next tick."""
-        if not positions:
+    def positions_received(
+        self,
+        socket: DeviceSocket,
+        *,
+        team_id: int,
+        worker_id: int,
+        positions: list[dict],
+        ack_seq: int | None = None,
+    ) -> None:
+        """Queue the newest of a worker's positions for the next tick, unless it was relayed
+        already (a resend); acknowledge the frame once the tick has published it."""
+        if ack_seq is not None:
+            self.pending_acks.append((socket, ack_seq))
+        worker = self.local_workers.get(worker_id)
+        if worker is None or not positions:
             return
         newest = max(positions, key=lambda position: position["ts"])
+        seq = newest.get("seq")
+        if newest["ts"] <= worker.newest_ts or (seq is not None and seq == worker.newest_seq):
+            metrics.POSITIONS_REJECTED.labels("duplicate").inc(len(positions))
+            return
+        worker.newest_ts, worker.newest_seq = newest["ts"], seq
+        metrics.POSITIONS_ACCEPTED.inc(len(positions))
         batch = self.pending.get(team_id)
         if batch is None:
             batch = self.pending[team_id] = {}
-        queued = batch.get(worker_id)
-        if queued is None or newest["ts"] >= queued["ts"]:
-            batch[worker_id] = newest
+        batch[worker_id] = newest
 
     async def flush_team(self, team_id: int) -> None:
         """Send a team's queued positions to its group now."""
@@ -148,20 +200,36 @@ class Relay:
         if batch:
             await self._publish({team_id: batch})
 
-    async def _publish(self, batches: dict[int, dict[int, dict]]) -> None:
-        """Send each team's batch to its group at once; save them all to the state meanwhile."""
+    async def flush(self) -> None:
+        """Publish every team's queued positions now, and acknowledge them."""
+        pending, self.pending = self.pending, {}
+        acks, self.pending_acks = self.pending_acks, []
+        published = await self._publish(pending) if pending else True
+        if published:
+            for socket, seq in acks:
+                await _send_quietly(socket, protocol.encode_ack(seq), "ack")
+
+    async def _publish(self, batches: dict[int, dict[int, dict]]) -> bool:
+        """Send each team's batch to its group at once; save them all to the state meanwhile.
+        Return whether the channel layer took them."""
         self._queue_save(batches)
-        await self.send_batches(batches)
+        started = time.perf_counter()
+        published = await self.send_batches(batches)
+        metrics.RELAY_FLUSH_SECONDS.labels("publish").observe(time.perf_counter() - started)
+        if not published:
+            metrics.LAYER_PUBLISH_ERRORS.inc()
+        return published
 
     def _queue_save(self, batches: dict[int, dict[int, dict]]) -> None:
         merge_newest(self.unsaved, batches)
         if self.saving is None or self.saving.done():
             self.saving = asyncio.ensure_future(self._save())
 
-    async def send_batches(self, batches: dict[int, dict[int, dict]]) -> None:
-        """Send each team's newest positions to the team's group, one message per team."""
+    async def send_batches(self, batches: dict[int, dict[int, dict]]) -> bool:
+        """Send each team's newest positions to the team's group, one message per team; return
+        whether the channel layer took them."""
         messages = [(team_group(t), self.batch_message(t, batch)) for t, batch in batches.items()]
-        await self._guard(group_send_many(get_channel_layer(), messages))
+        return await self._guard(group_send_many(get_channel_layer(), messages)) is not None
 
     async def _save(self) -> None:
         # The live feed never waits for the state: one write, for every team, at a time.
@@ -180,7 +248,12 @@ class Relay:
     async def _send_presence(self, team_id: int, worker_id: int, *, online: bool) -> None:
         worker = self.local_workers.get(worker_id)
         frame = protocol.encode_presence(worker_id, worker and worker.name, online)
-        message = {"type": PRESENCE_CHANGED, "team_id": team_id, "text": frame}
+        message = {
+            "type": PRESENCE_CHANGED,
+            "team_id": team_id,
+            "worker_id": worker_id,
+            "text": frame,
+        }
         await self._guard(get_channel_layer().group_send(team_group(team_id), message))
 
     # ------------------------------------------------------------ manager side
@@ -215,7 +288,9 @@ class Relay:
         # No await between taking the socket in and sending the snapshot: daphne's send does
         # not suspend, so no frame of a tick can get ahead of the snapshot.
         self.watchers[team_id].add(socket)
-        await socket.send_frame(protocol.encode_snapshot(team_slug, workers))
+        if socket.write_flow is not None:
+            socket.write_flow.on_drained = lambda: self._spawn(self._release(socket))
+        await socket.send_frame(protocol.encode_snapshot(team_slug, workers), "snapshot")
 
     async def unwatch_team(self, socket: ManagerSocket, *, team_id: int) -> None:
         """Stop sending a manager socket its team's frames."""
@@ -223,6 +298,7 @@ class Relay:
         if sockets is None:
             return
         sockets.discard(socket)
+        self.held.pop(socket, None)
         if not sockets:
             del self.watchers[team_id]
             self.outgoing.pop(team_id, None)
@@ -239,29 +315,76 @@ class Relay:
             newest_ts = self.newest_ts.setdefault(team_id, {})
             for position in message["positions"]:
                 worker_id, ts = position["id"], position["ts"]
-                if ts >= newest_ts.get(worker_id, ts):
+                known = newest_ts.get(worker_id)
+                # Only a newer position counts: an older one would move the worker back, and one
+                # of the same ts is a device's resend (through another replica, say).
+                if known is None or ts > known:
                     newest_ts[worker_id] = ts
                     merged[worker_id] = position
         elif message["type"] == PRESENCE_CHANGED:
             # Positions that arrived before the presence change go out before it, and none after.
             await self._deliver(team_id)
-            await self._send_to_watchers(team_id, message["text"])
+            await self._send_to_watchers(
+                team_id, message["text"], "presence", presence_of=message.get("worker_id")
+            )
 
     async def _deliver(self, team_id: int) -> None:
         positions = self.outgoing.pop(team_id, None)
         if positions:
+            entries = list(positions.values())
             await self._send_to_watchers(
-                team_id, protocol.encode_positions(list(positions.values()))
+                team_id, protocol.encode_positions(entries), "positions", positions=entries
             )
 
-    async def _send_to_watchers(self, team_id: int, frame: str) -> None:
+    async def _send_to_watchers(
+        self,
+        team_id: int,
+        frame: str,
+        frame_type: str,
+        *,
+        positions: list[dict] | None = None,
+        presence_of: int | None = None,
+    ) -> None:
+        """Send a frame, encoded once, to the team's manager sockets here; for a socket whose
+        buffer is full, hold what it says instead (or close the socket if it has been too long)."""
+        sent = 0
         for socket in list(self.watchers.get(team_id, ())):
+            flow = socket.write_flow
+            if flow is not None and flow.full:
+                await self._hold(socket, flow, positions, presence_of, frame)
+                continue
+            if socket in self.held:  # drained: what it missed goes first
+                await self._release(socket)
             try:
-                await socket.send_frame(frame)
+                await socket.send_frame(frame, frame_type)
+                sent += 1
             except Exception:
                 # The socket is closing (daphne: "send on a closed protocol"); its disconnect
                 # takes it out. The team's other managers must not miss the frame for it.
                 self.watchers.get(team_id, set()).discard(socket)
+        metrics.frame_sent(frame_type, frame, sent)
+
+    async def _hold(self, socket, flow, positions, presence_of, frame) -> None:
+        if flow.full_for() > self.slow_manager_timeout:
+            self.held.pop(socket, None)
+            metrics.SLOW_MANAGER_DISCONNECTS.inc()
+            await _close_quietly(socket, protocol.CLOSE_TOO_SLOW)
+            return
+        held = self.held.setdefault(socket, HeldFrames())
+        if positions is not None:
+            held.hold_positions(positions)
+        elif presence_of is not None:
+            held.hold_presence(presence_of, frame)
+        metrics.HELD_FRAMES.inc()
+
+    async def _release(self, socket: ManagerSocket) -> None:
+        """Send a manager socket whose buffer drained what it missed meanwhile, conflated."""
+        held = self.held.pop(socket, None)
+        if held is None:
+            return
+        for frame_type, frame in held.frames():
+            if not await _send_quietly(socket, frame, frame_type):
+                return
 
     # ------------------------------------------------------------ the clock
 
@@ -274,14 +397,14 @@ class Relay:
             now = time.time()
             await asyncio.sleep((math.floor(now / window) + 1) * window - now)
             try:
-                pending, self.pending = self.pending, {}
-                if pending:
-                    await self._publish(pending)
+                await self.flush()
                 now = time.time()
                 delivery = (math.floor(now / window) + DELIVERY_DELAY) * window
                 await asyncio.sleep(max(0.0, delivery - now))
+                started = time.perf_counter()
                 for team_id in list(self.outgoing):
                     await self._deliver(team_id)
+                metrics.RELAY_FLUSH_SECONDS.labels("deliver").observe(time.perf_counter() - started)
             except Exception:
                 logger.exception("A relay tick failed; the next one goes on")
 
@@ -291,6 +414,7 @@ class Relay:
         """Start the clock and the lease upkeep, and open the relay's channel, once."""
         if self.clock is None:
             self.clock = asyncio.ensure_future(self._tick_forever())
+            drain.install(self)
             if self.lease_renewal:
                 # Replicas with managers reap dead replicas' leases, even with no device here.
                 self._spawn(self._maintain())
@@ -328,7 +452,7 @@ class Relay:
             if self.channel is None:
                 layer = get_channel_layer()
                 channel = await layer.new_channel()
-                await layer.group_add(DEVICES_GROUP, channel)
+                await layer.group_add(RELAYS_GROUP, channel)
                 self.channel = channel
                 self._spawn(self._receive_forever())
 
@@ -346,11 +470,33 @@ class Relay:
                 if message.get("type") == WORKER_REVOKED:
                     worker = self.local_workers.get(message.get("worker_id"))
                     for socket in list(worker.sockets if worker else ()):
-                        await socket.refuse()
+                        await socket.close_with(protocol.CLOSE_UNAUTHENTICATED)
+                elif message.get("type") == USER_LOGGED_OUT:
+                    for socket in self._manager_sockets():
+                        if socket.user_id == message.get("user_id"):
+                            await socket.close_with(protocol.CLOSE_UNAUTHENTICATED)
                 else:
                     await self._team_message(message)
             except Exception:
                 logger.exception("The relay could not handle a %s message", message.get("type"))
+
+    # ------------------------------------------------------------ shutdown
+
+    async def drain(self) -> None:
+        """Hand everything in flight on, then close every socket with 4012 so that its client
+        reconnects to another replica at once (SIGTERM; tracking.drain)."""
+        self.draining = True
+        await self.flush()
+        for team_id in list(self.outgoing):
+            await self._deliver(team_id)
+        for worker in list(self.local_workers.values()):
+            for socket in list(worker.sockets):
+                await _close_quietly(socket, protocol.CLOSE_SERVICE_RESTART)
+        for socket in self._manager_sockets():
+            await _close_quietly(socket, protocol.CLOSE_SERVICE_RESTART)
+
+    def _manager_sockets(self) -> Iterator[ManagerSocket]:
+        return iter([socket for sockets in self.watchers.values() for socket in sockets])
 
     # ------------------------------------------------------------ failures
 
@@ -359,6 +505,7 @@ class Relay:
         try:
             result = await operation
         except Exception:
+            metrics.RELAY_ERRORS.inc()
             self._report_failure()
             return None
         self._report_recovery()
@@ -386,26 +533,51 @@ class Relay:
                 task.cancel()
 
 
-async def group_send_many(layer, messages: list[tuple[str, dict]]) -> None:
+async def group_send_many(layer, messages: list[tuple[str, dict]]) -> int:
     """Send (group, message) pairs at once where the layer can (our Redis pub/sub and Kafka
-    layers), else one by one."""
+    layers), else one by one; return how many were sent."""
     if "group_send_many" in getattr(layer, "extensions", ()):
         await layer.group_send_many(messages)
     else:
         for group, message in messages:
             await layer.group_send(group, message)
+    return len(messages)
+
+
+async def _send_quietly(socket, text: str, frame_type: str) -> bool:
+    """Send a frame to a socket that may be closing; return whether it went out."""
+    try:
+        await socket.send_frame(text, frame_type)
+    except Exception:
+        return False  # daphne: "send on a closed protocol"; its disconnect tidies up
+    metrics.frame_sent(frame_type, text)
+    return True
+
+
+async def _close_quietly(socket, code: int) -> None:
+    try:
+        await socket.close_with(code)
+    except Exception:
+        pass  # already closed
 
 
 def close_worker_sockets(worker_id: int) -> None:
     """Close every open socket of a worker whose token stopped working (from sync code)."""
+    _tell_every_relay({"type": WORKER_REVOKED, "worker_id": worker_id})
+
+
+def close_user_sockets(user_id: int) -> None:
+    """Close every manager socket of a user who logged out (from sync code)."""
+    _tell_every_relay({"type": USER_LOGGED_OUT, "user_id": user_id})
+
+
+def _tell_every_relay(message: dict) -> None:
     try:
-        async_to_sync(get_channel_layer().group_send)(
-            DEVICES_GROUP, {"type": WORKER_REVOKED, "worker_id": worker_id}
-        )
+        async_to_sync(get_channel_layer().group_send)(RELAYS_GROUP, message)
     except Exception:
-        # The token is already gone from the database, so no new socket gets in; an open one
-        # stays until it reconnects. The change itself must not fail for that.
-        logger.exception("Could not close the open sockets of worker %s", worker_id)
+        # The token or session is already gone from the database, so no new socket gets in;
+        # an open one stays until it reconnects. The change itself must not fail for that.
+        logger.exception("Could not tell the relays to close sockets: %s", message["type"])
 
 
 def build_relay() -> Relay:
@@ -424,9 +596,16 @@ def build_relay() -> Relay:
             prefix=f"{settings.REDIS_PREFIX}:state:",
         )
         return relay_class(
-            state=state, flush_window=settings.TEAMTRACK_FLUSH_WINDOW, lease_renewal=lease_ttl / 3
+            state=state,
+            flush_window=settings.TEAMTRACK_FLUSH_WINDOW,
+            lease_renewal=lease_ttl / 3,
+            slow_manager_timeout=settings.TEAMTRACK_SLOW_MANAGER_SECONDS,
         )
-    return relay_class(state=InMemoryRelayState(), flush_window=settings.TEAMTRACK_FLUSH_WINDOW)
+    return relay_class(
+        state=InMemoryRelayState(),
+        flush_window=settings.TEAMTRACK_FLUSH_WINDOW,
+        slow_manager_timeout=settings.TEAMTRACK_SLOW_MANAGER_SECONDS,
+    )
 
 
 _relay: Relay | None = None

@@ -20,9 +20,11 @@ POSITION_SINGLE = "position.single"
 
 
 class StockRelay(Relay):
-    def positions_received(self, *, team_id: int, worker_id: int, positions: list[dict]) -> None:
+    def positions_received(self, socket, *, team_id, worker_id, positions, ack_seq=None) -> None:
         """Store the newest position in the next batch, and send it to the group at once."""
-        super().positions_received(team_id=team_id, worker_id=worker_id, positions=positions)
+        super().positions_received(
+            socket, team_id=team_id, worker_id=worker_id, positions=positions, ack_seq=ack_seq
+        )
         if positions:
             newest = max(positions, key=lambda position: position["ts"])
             message = {
@@ -31,8 +33,9 @@ class StockRelay(Relay):
             }
             self._spawn(self._guard(get_channel_layer().group_send(team_group(team_id), message)))
 
-    async def send_batches(self, batches: dict[int, dict[int, dict]]) -> None:
+    async def send_batches(self, batches: dict[int, dict[int, dict]]) -> bool:
         """Send nothing: each position already went out on its own."""
+        return True
 
 
 def channels_loop(consumer, scope, receive, send):

@@ -5,64 +5,225 @@ import json
 import time
 
 import pytest
+from asgiref.sync import sync_to_async
 
-from tracking.relay import Relay
+from tracking import protocol
+from tracking.backpressure import WriteFlow
+from tracking.relay import Relay, close_user_sockets
 from tracking.state import InMemoryRelayState
 
 pytestmark = [pytest.mark.timeout(10), pytest.mark.usefixtures("settings")]
 
+UNREACHABLE_REDIS_LAYER = {
+    "BACKEND": "tracking.layers.redis.RedisPubSubChannelLayer",
+    "CONFIG": {"hosts": ["redis://127.0.0.1:1/0"]},
+}
 
-class ManagerSocket:
-    def __init__(self):
+
+class StandInSocket:
+    """Records frames and closes; `broken` makes sends fail as daphne's do once a socket closed."""
+
+    def __init__(self, user_id: int = 1, write_flow: WriteFlow | None = None):
+        self.user_id = user_id
+        self.write_flow = write_flow
         self.frames = asyncio.Queue()
+        self.closed_with_code: int | None = None
         self.broken = False
 
-    async def send_frame(self, text):
+    async def send_frame(self, text, frame_type):
         if self.broken:
             raise ConnectionError("Attempt to send on a closed protocol")
-        await self.frames.put(json.loads(text))
+        frame = json.loads(text)
+        assert frame["type"] == frame_type
+        await self.frames.put(frame)
 
-    async def next(self, frame_type):
+    async def close_with(self, code):
+        self.closed_with_code = code
+
+    async def next(self, frame_type, timeout=2):
         while True:
-            frame = await asyncio.wait_for(self.frames.get(), 2)
+            frame = await asyncio.wait_for(self.frames.get(), timeout)
             if frame["type"] == frame_type:
                 return frame
+
+    def drain(self) -> list[dict]:
+        frames = []
+        while not self.frames.empty():
+            frames.append(self.frames.get_nowait())
+        return frames
 
 
 @pytest.fixture
 async def relay(settings):
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    relay = Relay(state=InMemoryRelayState(), flush_window=0.05)
+    relay = Relay(state=InMemoryRelayState(), flush_window=0.05, slow_manager_timeout=0.5)
     yield relay
     relay.stop()
 
 
-def position(lat):
-    return {"lat": lat, "lng": 2.0, "ts": time.time()}
+def position(lat, ts=None, seq=None):
+    entry = {"lat": lat, "lng": 2.0, "ts": time.time() if ts is None else ts}
+    if seq is not None:
+        entry["seq"] = seq
+    return entry
+
+
+async def watch(relay, socket, roster=((7, "Ann"),)):
+    await relay.watch_team(socket, team_id=1, team_slug="t", roster=list(roster))
+    return await socket.next("snapshot")
+
+
+async def connect_device(relay, worker_id=7, name="Ann"):
+    device = StandInSocket()
+    await relay.worker_connected(device, team_id=1, worker_id=worker_id, name=name)
+    return device
 
 
 async def test_a_manager_socket_that_fails_does_not_stop_the_others(relay):
-    closing, watching = ManagerSocket(), ManagerSocket()
+    closing, watching = StandInSocket(), StandInSocket()
     for socket in (closing, watching):
-        await relay.watch_team(socket, team_id=1, team_slug="t", roster=[(7, "Ann")])
-        await socket.next("snapshot")
+        await watch(relay, socket)
+    device = await connect_device(relay)
     closing.broken = True  # it closed between its last frame and the next one
-    relay.positions_received(team_id=1, worker_id=7, positions=[position(1.0)])
+    relay.positions_received(device, team_id=1, worker_id=7, positions=[position(1.0)])
     assert (await watching.next("positions"))["positions"][0]["lat"] == 1.0
     # The relay keeps delivering after the failure.
-    relay.positions_received(team_id=1, worker_id=7, positions=[position(2.0)])
+    relay.positions_received(device, team_id=1, worker_id=7, positions=[position(2.0)])
     assert (await watching.next("positions"))["positions"][0]["lat"] == 2.0
     assert closing not in relay.watchers[1]
 
 
 async def test_each_window_gives_a_manager_one_frame_with_every_worker(relay):
-    watching = ManagerSocket()
-    await relay.watch_team(watching, team_id=1, team_slug="t", roster=[(7, "Ann"), (8, "Bo")])
-    await watching.next("snapshot")
+    watching = StandInSocket()
+    await watch(relay, watching, roster=[(7, "Ann"), (8, "Bo")])
+    ann, bo = await connect_device(relay, 7, "Ann"), await connect_device(relay, 8, "Bo")
+    await watching.next("presence")
+    await watching.next("presence")
     await asyncio.sleep(relay.flush_window)  # start just after a delivery
     for lat in (1.0, 2.0, 3.0):
-        relay.positions_received(team_id=1, worker_id=7, positions=[position(lat)])
-        relay.positions_received(team_id=1, worker_id=8, positions=[position(lat + 10)])
+        relay.positions_received(ann, team_id=1, worker_id=7, positions=[position(lat)])
+        relay.positions_received(bo, team_id=1, worker_id=8, positions=[position(lat + 10)])
     frame = await watching.next("positions")
     assert {p["id"]: p["lat"] for p in frame["positions"]} == {7: 3.0, 8: 13.0}
     assert watching.frames.empty()
+
+
+async def test_a_resent_position_is_acknowledged_again_but_relayed_once(relay):
+    watching = StandInSocket()
+    await watch(relay, watching)
+    device = await connect_device(relay)
+    sent = position(1.0, seq=5)
+    relay.positions_received(device, team_id=1, worker_id=7, positions=[sent], ack_seq=5)
+    assert (await watching.next("positions"))["positions"][0]["lat"] == 1.0
+    assert await device.next("ack") == {"type": "ack", "seq": 5}
+    # The device did not see the ack in time and sends the same position again.
+    relay.positions_received(device, team_id=1, worker_id=7, positions=[sent], ack_seq=5)
+    assert await device.next("ack") == {"type": "ack", "seq": 5}
+    # Same seq, another ts: still the same report.
+    relay.positions_received(
+        device, team_id=1, worker_id=7, positions=[{**sent, "ts": sent["ts"] + 1}], ack_seq=5
+    )
+    await device.next("ack")
+    await asyncio.sleep(3 * relay.flush_window)
+    assert [f for f in watching.drain() if f["type"] == "positions"] == []
+
+
+async def test_a_resend_through_another_replica_is_not_delivered_twice(relay):
+    """The managers' relay drops a position of a ts it already delivered, wherever it came from."""
+    watching = StandInSocket()
+    await watch(relay, watching)
+    sent = protocol.feed_position(7, position(1.0))
+    for _ in range(2):
+        await relay._team_message({"type": "positions.batch", "team_id": 1, "positions": [sent]})
+        await asyncio.sleep(2 * relay.flush_window)
+    frames = [f for f in watching.drain() if f["type"] == "positions"]
+    assert len(frames) == 1
+
+
+async def test_acks_wait_for_the_channel_layer_to_take_the_positions(relay, settings):
+    device = await connect_device(relay)
+    relay.positions_received(
+        device, team_id=1, worker_id=7, positions=[position(1.0, seq=1)], ack_seq=1
+    )
+    assert device.frames.empty()  # not before the tick
+    assert await device.next("ack") == {"type": "ack", "seq": 1}
+    # The channel layer goes away: the next frame is never acknowledged, so the device keeps it.
+    settings.CHANNEL_LAYERS = {"default": UNREACHABLE_REDIS_LAYER}
+    relay.positions_received(
+        device, team_id=1, worker_id=7, positions=[position(2.0, seq=2)], ack_seq=2
+    )
+    with pytest.raises(TimeoutError):
+        await device.next("ack", timeout=1.0)
+
+
+async def test_a_manager_that_stops_reading_is_held_conflated_then_closed(relay):
+    flow = WriteFlow()
+    slow, fast = StandInSocket(write_flow=flow), StandInSocket()
+    roster = [(7, "Ann"), (8, "Bo")]
+    await watch(relay, slow, roster)
+    await watch(relay, fast, roster)
+    ann, bo = await connect_device(relay, 7, "Ann"), await connect_device(relay, 8, "Bo")
+    slow.drain()
+    flow.pauseProducing()  # what Twisted does when the socket's write buffer is full
+    for lat in range(1, 6):
+        relay.positions_received(ann, team_id=1, worker_id=7, positions=[position(lat)])
+        relay.positions_received(bo, team_id=1, worker_id=8, positions=[position(lat + 10)])
+        # The others get every window as usual.
+        frame = await fast.next("positions")
+        assert {p["id"]: p["lat"] for p in frame["positions"]} == {7: lat, 8: lat + 10}
+    await relay.worker_disconnected(bo, team_id=1, worker_id=8)
+    await fast.next("presence")
+    assert slow.frames.empty()
+    held = relay.held[slow]
+    assert set(held.positions) == {7, 8} and set(held.presence) == {8}  # one entry per worker
+    flow.resumeProducing()  # drained: what it missed goes out, conflated
+    frame = await slow.next("positions")
+    assert {p["id"]: p["lat"] for p in frame["positions"]} == {7: 5, 8: 15}
+    assert await slow.next("presence") == {
+        "type": "presence",
+        "id": 8,
+        "name": "Bo",
+        "online": False,
+    }
+    # Full again, for longer than the relay waits: closed with 4408 at the next frame.
+    flow.pauseProducing()
+    await asyncio.sleep(relay.slow_manager_timeout + 0.1)
+    relay.positions_received(ann, team_id=1, worker_id=7, positions=[position(6)])
+    await fast.next("positions")
+    await asyncio.sleep(2 * relay.flush_window)
+    assert slow.closed_with_code == protocol.CLOSE_TOO_SLOW
+    assert fast.closed_with_code is None
+    assert slow not in relay.held
+
+
+async def test_drain_sends_what_is_in_flight_then_closes_every_socket_4012(relay):
+    watching = StandInSocket()
+    await watch(relay, watching)
+    device = await connect_device(relay)
+    await watching.next("presence")
+    relay.positions_received(
+        device, team_id=1, worker_id=7, positions=[position(4.0, seq=9)], ack_seq=9
+    )
+    await relay.drain()  # before the tick
+    assert (await watching.next("positions"))["positions"][0]["lat"] == 4.0
+    assert await device.next("ack") == {"type": "ack", "seq": 9}
+    assert device.closed_with_code == watching.closed_with_code == protocol.CLOSE_SERVICE_RESTART
+    # The device reconnects elsewhere at once: no offline blink for its managers.
+    await relay.worker_disconnected(device, team_id=1, worker_id=7)
+    await asyncio.sleep(2 * relay.flush_window)
+    assert [f for f in watching.drain() if f["type"] == "presence"] == []
+
+
+async def test_logging_out_closes_that_users_manager_sockets_only(relay):
+    ann_tab, ann_other_tab, bo_tab = StandInSocket(1), StandInSocket(1), StandInSocket(2)
+    for socket in (ann_tab, ann_other_tab, bo_tab):
+        await watch(relay, socket)
+    await sync_to_async(close_user_sockets)(1)
+    for _ in range(50):
+        if ann_tab.closed_with_code and ann_other_tab.closed_with_code:
+            break
+        await asyncio.sleep(0.02)
+    assert (
+        ann_tab.closed_with_code == ann_other_tab.closed_with_code == protocol.CLOSE_UNAUTHENTICATED
+    )
+    assert bo_tab.closed_with_code is None
