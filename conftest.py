@@ -7,6 +7,7 @@ from channels.layers import channel_layers
 from django.test import Client
 
 from teams import services
+from tracking.limits import reset_failed_logins
 from tracking.relay import reset_relay
 
 
@@ -18,11 +19,14 @@ def fast_password_hashing(settings):
 
 @pytest.fixture(autouse=True)
 def fresh_relay_and_layer():
-    """Give each test its own relay and in-memory layer (they bind to one event loop)."""
+    """Give each test its own relay and in-memory layer (they bind to one event loop), and
+    forget failed logins (every test client comes from the same address)."""
     reset_relay()
+    reset_failed_logins()
     channel_layers.backends.clear()
     yield
     reset_relay()
+    reset_failed_logins()
     channel_layers.backends.clear()
 
 

@@ -67,7 +67,9 @@ class LayerDropsCollector:
 
     def collect(self):
         family = CounterMetricFamily(
-            "teamtrack_layer_dropped", "Messages the channel layer dropped, by where", ["where"]
+            "teamtrack_layer_dropped",
+            "Messages the channel layer dropped, by where",
+            labels=["where"],
         )
         layer_metrics = getattr(get_channel_layer(), "metrics", None) or {}
         for name, value in sorted(layer_metrics.items()):

@@ -290,7 +290,9 @@ class Relay:
         self.watchers[team_id].add(socket)
         if socket.write_flow is not None:
             socket.write_flow.on_drained = lambda: self._spawn(self._release(socket))
-        await socket.send_frame(protocol.encode_snapshot(team_slug, workers), "snapshot")
+        snapshot = protocol.encode_snapshot(team_slug, workers)
+        await socket.send_frame(snapshot, "snapshot")
+        metrics.frame_sent("snapshot", snapshot)
 
     async def unwatch_team(self, socket: ManagerSocket, *, team_id: int) -> None:
         """Stop sending a manager socket its team's frames."""

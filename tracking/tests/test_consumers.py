@@ -5,6 +5,7 @@ import time
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.test import Client
 
 from teams import services
 from tracking import protocol
@@ -358,3 +359,68 @@ async def test_manager_of_team_a_never_receives_anything_of_team_b(
     await bea.send({"type": "batch", "positions": [position(lat=56.0)]})
     await bea.close()
     assert await ann.nothing(0.5)
+
+
+# ---------------------------------------------------------------- acks, limits, logout
+
+
+async def test_a_frame_with_seq_is_acknowledged_once_relayed(world, open_worker, open_manager):
+    manager = await open_manager("alpha", world.cookies["ann"])
+    await manager.receive_type("snapshot")
+    worker = await open_worker(world.tokens[world.a1.id])
+    await worker.send(position(lat=1.0, seq=41))
+    assert await worker.receive() == {"type": "ack", "seq": 41}
+    await manager.receive_type("positions")
+    batch = [position(lat=2.0, seq=42, ts=time.time() - 1), position(lat=3.0, seq=43)]
+    await worker.send({"type": "batch", "positions": batch})
+    assert await worker.receive() == {"type": "ack", "seq": 43}
+    await worker.send(position(lat=4.0))  # no seq: nothing to acknowledge
+    assert await worker.nothing(0.5)
+
+
+async def test_a_flooding_device_is_refused_then_closed_4429_and_others_go_on(
+    world, open_worker, open_manager, settings
+):
+    settings.TEAMTRACK_WORKER_FRAMES_PER_SECOND = 1
+    settings.TEAMTRACK_WORKER_FRAME_BURST = 3
+    manager = await open_manager("alpha", world.cookies["ann"])
+    await manager.receive_type("snapshot")
+    flooder = await open_worker(world.tokens[world.a1.id])
+    calm = await open_worker(world.tokens[world.a2.id])
+    for lat in range(4):
+        await flooder.send(position(lat=float(lat)))
+    error = await flooder.receive()
+    assert error["type"] == "error" and error["code"] == "rate_limited"
+    for lat in range(4):
+        await flooder.send(position(lat=float(lat)))
+    assert await flooder.closed_with() == protocol.CLOSE_RATE_LIMITED
+    await calm.send(position(lat=50.0))
+    frame = await manager.receive_type("positions")
+    while world.a2.id not in {p["id"] for p in frame["positions"]}:
+        frame = await manager.receive_type("positions")
+    assert {p["id"]: p["lat"] for p in frame["positions"]}[world.a2.id] == 50.0
+
+
+async def test_an_address_that_fails_logins_is_refused_4429_for_a_while(
+    world, open_worker, settings
+):
+    settings.TEAMTRACK_FAILED_LOGINS_PER_MINUTE = 3
+    for attempt in range(3):
+        worker = await open_worker(f"tt_wrong-{attempt}")
+        assert await worker.closed_with() == protocol.CLOSE_UNAUTHENTICATED
+    # Even a good token: the address is refused before any lookup until its minute is over.
+    worker = await open_worker(world.tokens[world.a1.id])
+    assert await worker.closed_with() == protocol.CLOSE_RATE_LIMITED
+
+
+async def test_logging_out_closes_the_users_manager_sockets(world, open_manager):
+    ann_tab = await open_manager("alpha", world.cookies["ann"])
+    await ann_tab.receive_type("snapshot")
+    root_tab = await open_manager("alpha", world.cookies["root"])
+    await root_tab.receive_type("snapshot")
+    browser = Client()
+    browser.cookies["sessionid"] = world.cookies["ann"]
+    response = await sync_to_async(browser.post)("/accounts/logout/")
+    assert response.status_code == 302
+    assert await ann_tab.closed_with() == protocol.CLOSE_UNAUTHENTICATED
+    assert await root_tab.nothing(0.5)

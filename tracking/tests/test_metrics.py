@@ -1,0 +1,75 @@
+"""/metrics: Prometheus' text format, for the internal network only, counting what happens."""
+
+import time
+
+import pytest
+from django.test import Client
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(20)]
+
+
+def scrape(address="127.0.0.1"):
+    return Client(REMOTE_ADDR=address).get("/metrics")
+
+
+def sample(text: str, name: str) -> float:
+    """Return the value of one sample line (name with labels) of the exposition."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "10.1.2.3", "192.168.0.9"])
+def test_metrics_answer_the_internal_network(address):
+    response = scrape(address)
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    body = response.content.decode()
+    for name in (
+        "teamtrack_open_sockets",
+        "teamtrack_positions_accepted_total",
+        "teamtrack_positions_rejected_total",
+        "teamtrack_frames_sent_total",
+        "teamtrack_bytes_sent_total",
+        "teamtrack_relay_flush_seconds",
+        "teamtrack_layer_publish_errors_total",
+        "teamtrack_layer_dropped",
+        "teamtrack_slow_manager_disconnects_total",
+    ):
+        assert f"# TYPE {name.removesuffix('_total')}" in body, name
+
+
+@pytest.mark.parametrize("address", ["203.0.113.7", "8.8.8.8", "2001:db8::1", "not-an-ip"])
+def test_metrics_are_hidden_from_the_public(address):
+    assert scrape(address).status_code == 404
+
+
+@pytest.mark.usefixtures("layer_kind")
+@pytest.mark.parametrize("layer_kind", ["memory"], indirect=True)
+async def test_metrics_count_sockets_positions_rejections_and_frames(
+    world, open_worker, open_manager
+):
+    from asgiref.sync import sync_to_async
+
+    before = (await sync_to_async(scrape)()).content.decode()
+    manager = await open_manager("alpha", world.cookies["ann"])
+    await manager.receive_type("snapshot")
+    worker = await open_worker(world.tokens[world.a1.id])
+    await worker.send({"lat": 1.0, "lng": 2.0, "ts": time.time()})
+    await worker.send({"lat": 100.0, "lng": 2.0, "ts": time.time()})
+    await worker.receive_type("error")
+    await manager.receive_type("positions")
+    after = (await sync_to_async(scrape)()).content.decode()
+
+    def grew(name):
+        return sample(after, name) - sample(before, name)
+
+    assert grew('teamtrack_open_sockets{kind="worker"}') == 1
+    assert grew('teamtrack_open_sockets{kind="manager"}') == 1
+    assert grew("teamtrack_positions_accepted_total") == 1
+    assert grew('teamtrack_positions_rejected_total{reason="out_of_range"}') == 1
+    assert grew('teamtrack_frames_sent_total{type="snapshot"}') == 1
+    assert grew('teamtrack_frames_sent_total{type="positions"}') >= 1
+    assert grew('teamtrack_bytes_sent_total{type="positions"}') > 0
+    assert grew('teamtrack_relay_flush_seconds_count{stage="publish"}') >= 1
