@@ -10,11 +10,14 @@ that stays paused past SLOW_MANAGER_SECONDS is closed with 4408.
 """
 
 import functools
+import logging
 import socket
 import time
 from collections.abc import Callable
 
 from tracking import protocol
+
+logger = logging.getLogger(__name__)
 
 # Kernel buffers of a stalled connection can hold megabytes before Twisted's own buffer fills:
 # keep the socket's send buffer small, so that a stall shows within seconds.
@@ -24,23 +27,34 @@ SEND_BUFFER_BYTES = 64 * 1024
 class WriteFlow:
     """Whether the server's write buffer of one socket is full; a Twisted IPushProducer."""
 
-    def __init__(self):
+    def __init__(self, chained=None):
         self.full_since: float | None = None
         self.on_drained: Callable[[], None] | None = None
+        # The producer the connection had (twisted.web's HTTPChannel, which upgraded it to a
+        # WebSocket): a transport takes one producer, so ours passes every call on to it.
+        self.chained = chained
 
     @classmethod
     def attach(cls, send) -> "WriteFlow | None":
         """Register a WriteFlow on daphne's connection behind an ASGI `send`, if it is one."""
         if not isinstance(send, functools.partial) or not send.args:
             return None  # not daphne (tests, other servers): such sockets are never held
-        connection = send.args[0]
-        if not hasattr(connection, "registerProducer"):
+        transport = getattr(send.args[0], "transport", None)
+        if transport is None or not hasattr(transport, "registerProducer"):
             return None
-        flow = cls()
-        connection.registerProducer(flow, True)
-        handle = getattr(connection.transport, "getHandle", lambda: None)()
-        if isinstance(handle, socket.socket):
-            handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        try:
+            chained = getattr(transport, "producer", None)
+            if chained is not None:
+                transport.unregisterProducer()
+            flow = cls(chained)
+            transport.registerProducer(flow, True)
+            handle = transport.getHandle()
+            if isinstance(handle, socket.socket):
+                handle.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        except Exception:
+            # Server internals changed (a daphne or Twisted upgrade): serve the socket unheld.
+            logger.exception("Cannot watch a socket's write buffer; slow managers go unheld")
+            return None
         return flow
 
     @property
@@ -55,14 +69,20 @@ class WriteFlow:
     def pauseProducing(self):
         if self.full_since is None:
             self.full_since = time.monotonic()
+        if self.chained is not None:
+            self.chained.pauseProducing()
 
     def resumeProducing(self):
         self.full_since = None
+        if self.chained is not None:
+            self.chained.resumeProducing()
         if self.on_drained is not None:
             self.on_drained()
 
     def stopProducing(self):
         self.on_drained = None
+        if self.chained is not None:
+            self.chained.stopProducing()
 
 
 class WriteFlowMiddleware:
