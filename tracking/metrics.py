@@ -65,13 +65,18 @@ def frame_sent(frame_type: str, text: str, count: int = 1) -> None:
 class LayerDropsCollector:
     """Reports the channel layer's own counters of dropped messages (our Kafka layer keeps them)."""
 
+    def describe(self):
+        return []  # no layer at registration time: it would be built outside any event loop
+
     def collect(self):
         family = CounterMetricFamily(
             "teamtrack_layer_dropped",
             "Messages the channel layer dropped, by where",
             labels=["where"],
         )
-        layer_metrics = getattr(get_channel_layer(), "metrics", None) or {}
+        # vars(), not getattr(): channels-redis' pub/sub layer answers unknown attributes from
+        # a per-event-loop layer, which a scrape (in a thread) does not have.
+        layer_metrics = vars(get_channel_layer()).get("metrics") or {}
         for name, value in sorted(layer_metrics.items()):
             if name.endswith("dropped"):
                 family.add_metric([name], value)
