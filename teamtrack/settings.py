@@ -194,6 +194,11 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "filters": {"repeats": {"()": "tracking.logs.RepeatsOncePerMinute"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # Loggers that repeat themselves every second during an outage (see tracking/logs.py).
+    "loggers": {
+        name: {"filters": ["repeats"]} for name in ("channels_redis.pubsub", "django.request")
+    },
 }
