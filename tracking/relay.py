@@ -121,8 +121,11 @@ class Relay:
         self.watchers: dict[int, set[ManagerSocket]] = {}
         self.held: dict[ManagerSocket, HeldFrames] = {}  # sockets whose buffer is full
         # team id -> worker id -> ts of the newest position taken for managers here, so that a
-        # late or resent older position never moves a worker back on their maps.
+        # late or resent older position never moves a worker back on their maps; and the same
+        # for presence versions (tracking.state), starting from the team's first snapshot here.
         self.newest_ts: dict[int, dict[int, float]] = {}
+        self.presence_versions: dict[int, dict[int, int]] = {}
+        self.snapshot_versions: dict[int, int] = {}
         # Positions not yet in the shared state (for snapshots), saved by one task at a time.
         self.unsaved: dict[int, dict[int, dict]] = {}
         self.saving: asyncio.Task | None = None
@@ -143,8 +146,8 @@ class Relay:
         worker = self.local_workers.setdefault(worker_id, LocalWorker(team_id, name))
         worker.sockets.add(socket)
         if len(worker.sockets) == 1:
-            if await self._guard(self.state.connection_opened(team_id, worker_id)):
-                await self._send_presence(team_id, worker_id, online=True)
+            if version := await self._guard(self.state.connection_opened(team_id, worker_id)):
+                await self._send_presence(team_id, worker_id, online=True, version=version)
 
     async def worker_disconnected(
         self, socket: DeviceSocket, *, team_id: int, worker_id: int
@@ -162,8 +165,8 @@ class Relay:
             # so that its managers see no offline blink in between.
             del self.local_workers[worker_id]
             return
-        if await self._guard(self.state.connection_closed(team_id, worker_id)):
-            await self._send_presence(team_id, worker_id, online=False)
+        if version := await self._guard(self.state.connection_closed(team_id, worker_id)):
+            await self._send_presence(team_id, worker_id, online=False, version=version)
         del self.local_workers[worker_id]
 
     def positions_received(
@@ -245,13 +248,16 @@ class Relay:
             "positions": [protocol.feed_position(w, p) for w, p in positions.items()],
         }
 
-    async def _send_presence(self, team_id: int, worker_id: int, *, online: bool) -> None:
+    async def _send_presence(
+        self, team_id: int, worker_id: int, *, online: bool, version: int
+    ) -> None:
         worker = self.local_workers.get(worker_id)
         frame = protocol.encode_presence(worker_id, worker and worker.name, online)
         message = {
             "type": PRESENCE_CHANGED,
             "team_id": team_id,
             "worker_id": worker_id,
+            "version": version,
             "text": frame,
         }
         await self._guard(get_channel_layer().group_send(team_group(team_id), message))
@@ -269,11 +275,14 @@ class Relay:
         """Send a manager socket its team's snapshot, then every frame of the team."""
         await self._ensure_running()
         try:
-            if team_id not in self.watchers:
+            first_here = team_id not in self.watchers
+            if first_here:
                 # Join before taking the snapshot, so that nothing sent in between is missed.
                 await get_channel_layer().group_add(team_group(team_id), self.channel)
                 self.watchers.setdefault(team_id, set())
-            latest, online = await self.state.team_state(team_id)
+            latest, online, presence_version = await self.state.team_state(team_id)
+            if first_here:
+                self.snapshot_versions[team_id] = presence_version
         except Exception as error:
             if not self.watchers.get(team_id):
                 self.watchers.pop(team_id, None)
@@ -305,6 +314,8 @@ class Relay:
             del self.watchers[team_id]
             self.outgoing.pop(team_id, None)
             self.newest_ts.pop(team_id, None)
+            self.presence_versions.pop(team_id, None)
+            self.snapshot_versions.pop(team_id, None)
             await self._guard(get_channel_layer().group_discard(team_group(team_id), self.channel))
 
     async def _team_message(self, message: dict) -> None:
@@ -324,10 +335,15 @@ class Relay:
                     newest_ts[worker_id] = ts
                     merged[worker_id] = position
         elif message["type"] == PRESENCE_CHANGED:
+            worker_id, version = message["worker_id"], message["version"]
+            versions = self.presence_versions.setdefault(team_id, {})
+            if version <= versions.get(worker_id, self.snapshot_versions.get(team_id, 0)):
+                return  # overtaken by a newer change of the worker, or older than the snapshot
+            versions[worker_id] = version
             # Positions that arrived before the presence change go out before it, and none after.
             await self._deliver(team_id)
             await self._send_to_watchers(
-                team_id, message["text"], "presence", presence_of=message.get("worker_id")
+                team_id, message["text"], "presence", presence_of=worker_id
             )
 
     async def _deliver(self, team_id: int) -> None:
@@ -440,10 +456,10 @@ class Relay:
         for worker_id, worker in self.local_workers.items():
             teams.setdefault(worker.team_id, []).append(worker_id)
         for team_id, worker_ids in teams.items():
-            for worker_id in await self.state.renew(team_id, worker_ids):
-                await self._send_presence(team_id, worker_id, online=True)
-        for team_id, worker_id in await self.state.reap():
-            await self._send_presence(team_id, worker_id, online=False)
+            for worker_id, version in await self.state.renew(team_id, worker_ids):
+                await self._send_presence(team_id, worker_id, online=True, version=version)
+        for team_id, worker_id, version in await self.state.reap():
+            await self._send_presence(team_id, worker_id, online=False, version=version)
         self._report_recovery()
 
     # ------------------------------------------------------------ the relay's channel

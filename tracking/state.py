@@ -4,12 +4,17 @@ InMemoryRelayState serves one process. RedisRelayState shares both across replic
 socket is a *lease* of its replica, renewed every few seconds; when a replica dies without a
 goodbye, its leases expire and any surviving replica reaps them and reports the workers offline.
 Each operation is one Lua script, so replicas never race and every call is one round trip.
+
+Every presence change gets a *version*, increasing per team, so that the managers' relays can
+drop a change that arrives after a newer one of the same worker: replicas publish on their own
+connections, so their messages can overtake each other (a reap racing a reconnect, say).
 """
 
 import asyncio
 import json
 import logging
 import weakref
+from typing import NamedTuple
 
 from redis import asyncio as aioredis
 
@@ -26,41 +31,60 @@ def merge_newest(into: dict[int, dict[int, dict]], batches: dict[int, dict[int, 
                 known_positions[worker_id] = position
 
 
+class TeamState(NamedTuple):
+    latest: dict[int, dict]  # worker id -> last-known position
+    online: set[int]  # ids of the workers online
+    presence_version: int  # of the newest presence change the above includes
+
+
 class InMemoryRelayState:
     """Last-known positions and open device sockets, held by this process alone."""
 
     def __init__(self):
         self.latest: dict[int, dict[int, dict]] = {}
         self.online: dict[int, set[int]] = {}
+        self.versions: dict[int, int] = {}
 
-    async def connection_opened(self, team_id: int, worker_id: int) -> bool:
-        """Record the first socket of a worker on this replica; return whether it came online."""
+    def _next_version(self, team_id: int) -> int:
+        self.versions[team_id] = self.versions.get(team_id, 0) + 1
+        return self.versions[team_id]
+
+    async def connection_opened(self, team_id: int, worker_id: int) -> int:
+        """Record the first socket of a worker on this replica; return the version of the change
+        if it came online, else 0."""
         online = self.online.setdefault(team_id, set())
-        came_online = worker_id not in online
+        if worker_id in online:
+            return 0
         online.add(worker_id)
-        return came_online
+        return self._next_version(team_id)
 
-    async def connection_closed(self, team_id: int, worker_id: int) -> bool:
-        """Forget the last socket of a worker on this replica; return whether it went offline."""
+    async def connection_closed(self, team_id: int, worker_id: int) -> int:
+        """Forget the last socket of a worker on this replica; return the version of the change
+        if it went offline, else 0."""
         online = self.online.get(team_id, set())
-        went_offline = worker_id in online
+        if worker_id not in online:
+            return 0
         online.discard(worker_id)
-        return went_offline
+        return self._next_version(team_id)
 
     async def store_latest(self, batches: dict[int, dict[int, dict]]) -> None:
         """Keep, per team and worker, the position if it is newer than the last known."""
         merge_newest(self.latest, batches)
 
-    async def team_state(self, team_id: int) -> tuple[dict[int, dict], set[int]]:
-        """Return a team's last-known positions and the ids of its online workers."""
-        return dict(self.latest.get(team_id, {})), set(self.online.get(team_id, ()))
+    async def team_state(self, team_id: int) -> TeamState:
+        """Return a team's last-known positions, online workers and presence version."""
+        return TeamState(
+            dict(self.latest.get(team_id, {})),
+            set(self.online.get(team_id, ())),
+            self.versions.get(team_id, 0),
+        )
 
-    async def renew(self, team_id: int, worker_ids: list[int]) -> list[int]:
-        """Nothing to renew in one process; return no worker that came back."""
+    async def renew(self, team_id: int, worker_ids: list[int]) -> list[tuple[int, int]]:
+        """Nothing to renew in one process; return no (worker, version) that came back."""
         return []
 
-    async def reap(self) -> list[tuple[int, int]]:
-        """Nothing expires in one process; return no (team, worker) that went offline."""
+    async def reap(self) -> list[tuple[int, int, int]]:
+        """Nothing expires in one process; return no (team, worker, version) that went offline."""
         return []
 
     async def ping(self) -> None:
@@ -68,53 +92,78 @@ class InMemoryRelayState:
 
 
 # KEYS and ARGV of each script are documented above it. Lease members are "<worker>:<replica>";
-# `online` counts each worker's live leases; `teams` lists teams that have leases, for reaping.
+# `online` counts each worker's live leases; `teams` lists teams that have leases, for reaping;
+# `presence_version` is the version of the team's newest presence change.
 # Times come from the Redis server (TIME), so replica clocks need not agree.
 
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1e6\n"
 
-# KEYS: leases, online, teams. ARGV: member, worker, ttl, team. Returns 1 if the worker came online.
+# The next presence version of a team: at least the server time in microseconds, so that
+# versions keep increasing when Redis restarts empty.
+_NEXT_VERSION = """
+local function next_version(key)
+  local version = math.max(tonumber(t[1]) * 1000000 + tonumber(t[2]),
+                           tonumber(redis.call('GET', key) or 0) + 1)
+  redis.call('SET', key, string.format('%d', version))  -- tostring() would round it
+  return version
+end
+"""
+
+# KEYS: leases, online, teams, presence_version. ARGV: member, worker, ttl, team.
+# Returns the version of the change if the worker came online, else 0.
 _OPEN = (
     _NOW
+    + _NEXT_VERSION
     + """
 redis.call('SADD', KEYS[3], ARGV[4])
 if redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1]) == 1 then
-  if redis.call('HINCRBY', KEYS[2], ARGV[2], 1) == 1 then return 1 end
+  if redis.call('HINCRBY', KEYS[2], ARGV[2], 1) == 1 then return next_version(KEYS[4]) end
 end
 return 0
 """
 )
 
-# KEYS: leases, online. ARGV: member, worker. Returns 1 if the worker went offline.
-_CLOSE = """
+# KEYS: leases, online, presence_version. ARGV: member, worker.
+# Returns the version of the change if the worker went offline, else 0.
+_CLOSE = (
+    _NOW
+    + _NEXT_VERSION
+    + """
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
   if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then
     redis.call('HDEL', KEYS[2], ARGV[2])
-    return 1
+    return next_version(KEYS[3])
   end
 end
 return 0
 """
+)
 
-# KEYS: leases, online, teams. ARGV: ttl, team, then member, worker pairs.
-# Returns the workers whose lease had gone (Redis restarted, or reaped) and are online again.
+# KEYS: leases, online, teams, presence_version. ARGV: ttl, team, then member, worker pairs.
+# Returns worker, version pairs (flat) of workers whose lease had gone (Redis restarted, or
+# reaped) and are online again.
 _RENEW = (
     _NOW
+    + _NEXT_VERSION
     + """
 local back = {}
 redis.call('SADD', KEYS[3], ARGV[2])
 for i = 3, #ARGV, 2 do
   if redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[i]) == 1 then
-    if redis.call('HINCRBY', KEYS[2], ARGV[i + 1], 1) == 1 then table.insert(back, ARGV[i + 1]) end
+    if redis.call('HINCRBY', KEYS[2], ARGV[i + 1], 1) == 1 then
+      table.insert(back, ARGV[i + 1])
+      table.insert(back, next_version(KEYS[4]))
+    end
   end
 end
 return back
 """
 )
 
-# KEYS: teams. ARGV: key prefix. Returns team, worker pairs (flat) that went offline.
+# KEYS: teams. ARGV: key prefix. Returns team, worker, version triples (flat) that went offline.
 _REAP = (
     _NOW
+    + _NEXT_VERSION
     + """
 local gone = {}
 for _, team in ipairs(redis.call('SMEMBERS', KEYS[1])) do
@@ -127,6 +176,7 @@ for _, team in ipairs(redis.call('SMEMBERS', KEYS[1])) do
       redis.call('HDEL', online, worker)
       table.insert(gone, team)
       table.insert(gone, worker)
+      table.insert(gone, next_version(ARGV[1] .. 'presence_version:' .. team))
     end
   end
   if redis.call('ZCARD', leases) == 0 then redis.call('SREM', KEYS[1], team) end
@@ -192,16 +242,28 @@ class RedisRelayState:
     def _member(self, worker_id: int) -> str:
         return f"{worker_id}:{self.replica}"
 
-    async def connection_opened(self, team_id: int, worker_id: int) -> bool:
-        """Take a lease for the first socket of a worker here; return whether it came online."""
-        keys = [self._key("leases", team_id), self._key("online", team_id), self._key("teams")]
+    async def connection_opened(self, team_id: int, worker_id: int) -> int:
+        """Take a lease for the first socket of a worker here; return the version of the change
+        if it came online, else 0."""
+        keys = [
+            self._key("leases", team_id),
+            self._key("online", team_id),
+            self._key("teams"),
+            self._key("presence_version", team_id),
+        ]
         args = [self._member(worker_id), worker_id, self.lease_ttl, team_id]
-        return await self._open(keys, args, client=self.redis) == 1
+        return int(await self._open(keys, args, client=self.redis))
 
-    async def connection_closed(self, team_id: int, worker_id: int) -> bool:
-        """Give back the lease of a worker's last socket here; return whether it went offline."""
-        keys = [self._key("leases", team_id), self._key("online", team_id)]
-        return await self._close(keys, [self._member(worker_id), worker_id], client=self.redis) == 1
+    async def connection_closed(self, team_id: int, worker_id: int) -> int:
+        """Give back the lease of a worker's last socket here; return the version of the change
+        if it went offline, else 0."""
+        keys = [
+            self._key("leases", team_id),
+            self._key("online", team_id),
+            self._key("presence_version", team_id),
+        ]
+        args = [self._member(worker_id), worker_id]
+        return int(await self._close(keys, args, client=self.redis))
 
     async def store_latest(self, batches: dict[int, dict[int, dict]]) -> None:
         """Keep, per team and worker, the position if it is newer than the last known.
@@ -215,29 +277,39 @@ class RedisRelayState:
                 await self._store_latest([self._key("latest", team_id)], args, client=pipe)
             await pipe.execute()
 
-    async def team_state(self, team_id: int) -> tuple[dict[int, dict], set[int]]:
-        """Return a team's last-known positions and the ids of its online workers."""
-        async with self.redis.pipeline(transaction=False) as pipe:
+    async def team_state(self, team_id: int) -> TeamState:
+        """Return a team's last-known positions, online workers and presence version."""
+        async with self.redis.pipeline(transaction=True) as pipe:  # one consistent view
             pipe.hgetall(self._key("latest", team_id))
             pipe.hkeys(self._key("online", team_id))
-            latest, online = await pipe.execute()
-        return (
+            pipe.get(self._key("presence_version", team_id))
+            latest, online, version = await pipe.execute()
+        return TeamState(
             {int(worker_id): json.loads(value) for worker_id, value in latest.items()},
             {int(worker_id) for worker_id in online},
+            int(version or 0),
         )
 
-    async def renew(self, team_id: int, worker_ids: list[int]) -> list[int]:
-        """Extend this replica's leases of a team's workers; return those that came back online."""
-        keys = [self._key("leases", team_id), self._key("online", team_id), self._key("teams")]
+    async def renew(self, team_id: int, worker_ids: list[int]) -> list[tuple[int, int]]:
+        """Extend this replica's leases of a team's workers; return the (worker, version) pairs
+        of those that came back online."""
+        keys = [
+            self._key("leases", team_id),
+            self._key("online", team_id),
+            self._key("teams"),
+            self._key("presence_version", team_id),
+        ]
         args = [self.lease_ttl, team_id]
         for worker_id in worker_ids:
             args += [self._member(worker_id), worker_id]
-        return [int(worker_id) for worker_id in await self._renew(keys, args, client=self.redis)]
-
-    async def reap(self) -> list[tuple[int, int]]:
-        """Expire the leases of dead replicas; return the (team, worker) pairs now offline."""
-        flat = await self._reap([self._key("teams")], [self.prefix], client=self.redis)
+        flat = await self._renew(keys, args, client=self.redis)
         return [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    async def reap(self) -> list[tuple[int, int, int]]:
+        """Expire the leases of dead replicas; return the (team, worker, version) triples of the
+        workers now offline."""
+        flat = await self._reap([self._key("teams")], [self.prefix], client=self.redis)
+        return [(int(flat[i]), int(flat[i + 1]), int(flat[i + 2])) for i in range(0, len(flat), 3)]
 
     async def ping(self) -> None:
         """Raise if Redis cannot be reached."""

@@ -227,3 +227,40 @@ async def test_logging_out_closes_that_users_manager_sockets_only(relay):
         ann_tab.closed_with_code == ann_other_tab.closed_with_code == protocol.CLOSE_UNAUTHENTICATED
     )
     assert bo_tab.closed_with_code is None
+
+
+async def test_a_presence_change_overtaken_by_a_newer_one_is_dropped(relay):
+    """Replicas publish on their own connections: a reap's offline can arrive after the online of
+    the worker's reconnect. Versions from the state put them back in order."""
+    watching = StandInSocket()
+    await watch(relay, watching)
+
+    def presence(online, version):
+        frame = protocol.encode_presence(7, "Ann", online)
+        return {
+            "type": "presence.changed",
+            "team_id": 1,
+            "worker_id": 7,
+            "version": version,
+            "text": frame,
+        }
+
+    await relay._team_message(presence(True, 5))  # the reconnect
+    await relay._team_message(presence(False, 4))  # the reap, older, arriving late
+    assert (await watching.next("presence"))["online"] is True
+    await asyncio.sleep(2 * relay.flush_window)
+    assert watching.drain() == []
+
+
+async def test_a_presence_change_older_than_the_snapshot_is_dropped(relay):
+    device = await connect_device(relay)  # version 1, before the manager's snapshot
+    watching = StandInSocket()
+    snapshot = await watch(relay, watching)
+    assert snapshot["workers"][0]["online"] is True
+    frame = protocol.encode_presence(7, "Ann", True)
+    await relay._team_message(
+        {"type": "presence.changed", "team_id": 1, "worker_id": 7, "version": 1, "text": frame}
+    )
+    await relay.worker_disconnected(device, team_id=1, worker_id=7)
+    assert (await watching.next("presence"))["online"] is False
+    assert watching.drain() == []

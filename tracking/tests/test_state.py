@@ -47,31 +47,35 @@ async def test_latest_keeps_the_newest_position_per_worker(state):
             2: {9: {"lat": 4.0, "lng": 4.0, "ts": 7.0}},
         }
     )
-    latest, _ = await state.team_state(1)
+    latest = (await state.team_state(1)).latest
     assert latest == {
         7: {"lat": 1.0, "lng": 1.0, "ts": 10.0},
         8: {"lat": 3.0, "lng": 3.0, "ts": 6.0},
     }
-    other_team, _ = await state.team_state(2)
+    other_team = (await state.team_state(2)).latest
     assert other_team == {9: {"lat": 4.0, "lng": 4.0, "ts": 7.0}}
     assert (await state.team_state(3))[0] == {}
 
 
-async def test_presence_follows_connections_per_team(state):
-    assert await state.connection_opened(1, 7) is True
-    assert (await state.team_state(1))[1] == {7}
-    assert (await state.team_state(2))[1] == set()
-    assert await state.connection_closed(1, 7) is True
-    assert (await state.team_state(1))[1] == set()
+async def test_presence_follows_connections_per_team_with_increasing_versions(state):
+    came_online = await state.connection_opened(1, 7)
+    assert came_online > 0
+    assert (await state.team_state(1)).online == {7}
+    assert (await state.team_state(1)).presence_version == came_online
+    assert (await state.team_state(2)).online == set()
+    went_offline = await state.connection_closed(1, 7)
+    assert went_offline > came_online
+    assert (await state.team_state(1)).online == set()
+    assert (await state.team_state(1)).presence_version == went_offline
 
 
 async def test_a_worker_on_two_replicas_stays_online_until_both_close(redis_states):
     a, b = redis_states("a"), redis_states("b")
-    assert await a.connection_opened(1, 7) is True
-    assert await b.connection_opened(1, 7) is False
-    assert await a.connection_closed(1, 7) is False
-    assert (await b.team_state(1))[1] == {7}
-    assert await b.connection_closed(1, 7) is True
+    assert await a.connection_opened(1, 7) > 0
+    assert await b.connection_opened(1, 7) == 0  # no change
+    assert await a.connection_closed(1, 7) == 0
+    assert (await b.team_state(1)).online == {7}
+    assert await b.connection_closed(1, 7) > 0
 
 
 async def test_leases_of_a_dead_replica_are_reaped_once(redis_states):
@@ -81,7 +85,9 @@ async def test_leases_of_a_dead_replica_are_reaped_once(redis_states):
     await alive.connection_opened(1, 8)
     assert await alive.reap() == []
     await asyncio.sleep(0.5)
-    assert sorted(await alive.reap()) == [(1, 7), (2, 9)]
+    reaped = sorted(await alive.reap())
+    assert [(team, worker) for team, worker, _ in reaped] == [(1, 7), (2, 9)]
+    assert all(version > 0 for _, _, version in reaped)
     assert await alive.reap() == []  # another replica reaping later finds nothing
     assert (await alive.team_state(1))[1] == {8}
 
@@ -93,8 +99,11 @@ async def test_renewal_keeps_leases_alive_and_restores_them_after_redis_lost_the
         await asyncio.sleep(0.2)
         assert await replica.renew(1, [7]) == []
         assert await replica.reap() == []
-    # Redis restarted empty: the renewal brings the worker back, and says so.
+    version_before = (await replica.team_state(1)).presence_version
+    # Redis restarted empty: the renewal brings the worker back, and says so, with a version
+    # newer than any before the restart (managers' relays would drop an older one).
     keys = await replica.redis.keys(f"{replica.prefix}*")
     await replica.redis.delete(*keys)
-    assert await replica.renew(1, [7]) == [7]
-    assert (await replica.team_state(1))[1] == {7}
+    [(worker_id, version)] = await replica.renew(1, [7])
+    assert worker_id == 7 and version > version_before
+    assert (await replica.team_state(1)).online == {7}
