@@ -16,4 +16,5 @@ USER nobody
 EXPOSE 8000
 CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", \
      "--websocket-max-message-size", "524288", "--websocket-max-frame-size", "524288", \
+     "--access-log", "/dev/null", \
      "teamtrack.asgi:application"]

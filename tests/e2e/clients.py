@@ -9,6 +9,16 @@ import time
 import websockets
 
 
+def close_code(error: BaseException) -> int | str:
+    """Name how a socket ended: the close code the server sent, 1006 when the connection dropped
+    without one, or why the handshake failed ("http 502", "ConnectionRefusedError")."""
+    if isinstance(error, websockets.ConnectionClosed):
+        return error.rcvd.code if error.rcvd is not None else 1006
+    if isinstance(error, websockets.InvalidStatus):
+        return f"http {error.response.status_code}"
+    return type(error).__name__
+
+
 class Device:
     """A worker device that reports a known position every `interval` s and reconnects."""
 
@@ -21,6 +31,9 @@ class Device:
         self.connections = 0
         self.acked = 0  # the highest seq the server acknowledged
         self.errors: list[dict] = []  # every frame from the server but acks
+        self.closes: list[int | str] = []  # how each socket ended (see close_code)
+        self.connected_at: float | None = None  # monotonic time of the last handshake
+        self.connected = False  # a socket is open now
         self.task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -43,6 +56,8 @@ class Device:
                     self.url, additional_headers={"Authorization": f"Bearer {self.token}"}
                 ) as socket:
                     self.connections += 1
+                    self.connected_at = time.monotonic()
+                    self.connected = True
                     delay = 0.1
                     reader = asyncio.ensure_future(self._read(socket))
                     try:
@@ -51,7 +66,9 @@ class Device:
                             await asyncio.sleep(self.interval)
                     finally:
                         reader.cancel()
-            except (OSError, websockets.WebSocketException):
+            except (OSError, websockets.WebSocketException) as error:
+                self.connected = False
+                self.closes.append(close_code(error))
                 await asyncio.sleep(random.uniform(0, delay))
                 delay = min(delay * 2, 2.0)
 
@@ -119,6 +136,99 @@ class ManagerWatch:
                         self.received_at[worker_id] = now
                 elif frame["type"] == "presence":
                     self.presence.append(frame)
+
+
+class ManagerSession:
+    """A manager's map as the page keeps it (static/js/socket.js): it reconnects with exponential
+    backoff and full jitter, takes a fresh snapshot after every reconnect, and records how each
+    socket ended. It gives up only on the close codes after which retrying cannot help."""
+
+    FINAL_CODES = frozenset({4401, 4403, 4404})
+
+    def __init__(
+        self,
+        ws_base: str,
+        slug: str,
+        headers: dict[str, str],
+        *,
+        backoff_start: float = 0.5,
+        backoff_cap: float = 2.0,
+    ):
+        self.url = f"{ws_base}/ws/teams/{slug}/"
+        self.headers = headers
+        self.backoff_start = backoff_start
+        self.backoff_cap = backoff_cap
+        self.snapshot: dict | None = None  # the snapshot of the current (or last) socket
+        self.snapshot_at: float | None = None  # monotonic time it arrived
+        self.snapshots = 0
+        self.presence: list[dict] = []  # presence frames since the current snapshot
+        self.latest: dict[int, dict] = {}  # worker id -> newest position seen, over all sockets
+        self.received_at: dict[int, float] = {}  # worker id -> when its last position arrived
+        self.closes: list[int | str] = []  # how each socket ended (see close_code)
+        self.errors: list[dict] = []  # error frames, and frames of an unknown type
+        self.live = False  # a socket is open and its snapshot arrived
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> "ManagerSession":
+        self.task = asyncio.ensure_future(self._run())
+        return self
+
+    async def started(self, timeout: float = 10) -> "ManagerSession":
+        """Wait for the first snapshot."""
+        await wait_until(lambda: self.live, timeout, f"no snapshot from {self.url}")
+        return self
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+    def online(self) -> set[int]:
+        """Who this manager currently believes is online: the snapshot, then presence frames."""
+        online = {w["id"] for w in self.snapshot["workers"] if w["online"]}
+        for event in self.presence:
+            (online.add if event["online"] else online.discard)(event["id"])
+        return online
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                async with websockets.connect(self.url, additional_headers=self.headers) as socket:
+                    while True:
+                        if self._take(json.loads(await socket.recv())):
+                            attempt = 0  # only a snapshot proves the server took us
+            except (OSError, websockets.WebSocketException) as error:
+                self.live = False
+                code = close_code(error)
+                self.closes.append(code)
+                if code in self.FINAL_CODES:
+                    return
+            ceiling = min(self.backoff_cap, self.backoff_start * 2**attempt)
+            attempt += 1
+            await asyncio.sleep(random.uniform(0, ceiling))
+
+    def _take(self, frame: dict) -> bool:
+        """Record one frame; return whether it was a snapshot."""
+        kind = frame.get("type")
+        if kind == "snapshot":
+            self.snapshot, self.snapshot_at = frame, time.monotonic()
+            self.snapshots += 1
+            self.presence = []
+            self.live = True
+            return True
+        if kind == "positions":
+            now = time.monotonic()
+            for position in frame["positions"]:
+                known = self.latest.get(position["id"])
+                if known is None or position["ts"] >= known["ts"]:  # as the map does
+                    self.latest[position["id"]] = position
+                    self.received_at[position["id"]] = now
+        elif kind == "presence":
+            self.presence.append(frame)
+        else:
+            self.errors.append(frame)
+        return False
 
 
 async def wait_until(condition, timeout: float, message: str, step: float = 0.1) -> None:

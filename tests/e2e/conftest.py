@@ -2,14 +2,25 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
+import redis
 
-from deploy.cluster import LocalCluster, free_port, login, manage, wait_for
+from deploy.cluster import (
+    DAPHNE_MAX_MESSAGE_BYTES,
+    LocalCluster,
+    free_port,
+    login,
+    manage,
+    wait_for,
+)
 from tracking.tests.kafka_broker import kafka_broker  # noqa: F401 - a fixture for the cluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +64,11 @@ class Server:
         for slug, manager in teams.items():
             self.manage("addteam", slug, "--manager", manager, "--password", PASSWORD)
             tokens[slug] = self.manage("addworker", slug, f"{slug} worker").splitlines()[-1]
+        # The size limits production passes (Dockerfile, deploy/cluster.py), so that frames
+        # between the application's limit and daphne's get the same answer here as there.
         self.start(sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+                   "--websocket-max-message-size", str(DAPHNE_MAX_MESSAGE_BYTES),
+                   "--websocket-max-frame-size", str(DAPHNE_MAX_MESSAGE_BYTES),
                    "teamtrack.asgi:application")  # fmt: skip
         return tokens
 
@@ -108,3 +123,116 @@ def server(tmp_path):
     server = Server(tmp_path)
     yield server
     server.stop()
+
+
+class RedisServer:
+    """A private redis-server on a free port, without persistence: a restart comes back empty."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.log_path = directory / "redis.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "RedisServer":
+        """Start it (again, on the same port) and wait until it answers PING."""
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.directory), "--logfile", str(self.log_path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not self._answers():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start:\n{self.log_path.read_text()}")
+            time.sleep(0.05)
+        return self
+
+    def _answers(self) -> bool:
+        with redis.Redis(port=self.port, socket_connect_timeout=1) as client:
+            try:
+                return client.ping()
+            except redis.ConnectionError:
+                return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def private_redis(tmp_path_factory):
+    """A redis-server of the module's own, so that tests may stop it (and start it again, empty)
+    and leave the shared one alone."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def private_redis_cluster(tmp_path_factory, private_redis):
+    """Two daphne replicas behind nginx over the private Redis (pub/sub layer), short leases."""
+    env = {
+        "REDIS_URL": private_redis.url,
+        "PRESENCE_TTL_SECONDS": "3",
+        "REDIS_PREFIX": f"e2e-{uuid.uuid4().hex[:8]}",
+    }
+    workdir = tmp_path_factory.mktemp("cluster")
+    cluster = LocalCluster(replicas=2, layer="redis", workdir=workdir, env=env)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+# Where the PostgreSQL tests make their throwaway database (trust authentication).
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEAMTRACK_E2E_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+class PostgresDatabase:
+    """A throwaway database; `url` is its DATABASE_URL, `connections()` counts its sessions."""
+
+    def __init__(self, admin: psycopg.Connection, name: str):
+        self.admin = admin
+        self.name = name
+        info = admin.info
+        self.url = f"postgres://{info.user}@{info.host}:{info.port}/{name}"
+
+    def connections(self) -> int:
+        """Count the server's connections to this database now (the caller's own is elsewhere)."""
+        row = self.admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [self.name]
+        ).fetchone()
+        return row[0]
+
+
+@pytest.fixture(scope="module")
+def postgres_database():
+    """A PostgreSQL database made for this test and dropped after it. Fails, never skips, when
+    PostgreSQL cannot be reached: a test that asks for it is about PostgreSQL."""
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as error:
+        pytest.fail(
+            f"PostgreSQL cannot be reached at {POSTGRES_ADMIN_URL} (set TEAMTRACK_E2E_POSTGRES "
+            f"to a superuser's URL): {error}",
+            pytrace=False,
+        )
+    name = f"teamtrack_e2e_{uuid.uuid4().hex[:10]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PostgresDatabase(admin, name)
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()

@@ -1,0 +1,134 @@
+"""SIGTERM drains a replica: in-flight positions go out, sockets close 4012, clients move on."""
+
+import asyncio
+import json
+import signal
+import time
+
+import pytest
+import websockets
+
+from tests.e2e.clients import Device, ManagerSession, ManagerWatch, close_code, wait_until
+from tests.e2e.conftest import PASSWORD, login, provision
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
+
+
+def ws(url: str) -> str:
+    return url.replace("http", "ws", 1)
+
+
+async def next_frame(socket, frame_type: str, timeout: float = 5) -> dict:
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = json.loads(await socket.recv())
+            if frame["type"] == frame_type:
+                return frame
+
+
+async def closed_with(socket, timeout: float = 5) -> int | str:
+    async with asyncio.timeout(timeout):
+        try:
+            while True:
+                await socket.recv()
+        except websockets.ConnectionClosed as closed:
+            return close_code(closed)
+
+
+def test_sigterm_flushes_in_flight_positions_then_closes_every_socket_4012(cluster):
+    team = provision(cluster, teams=1, workers=1)[0]
+    worker = team["workers"][0]
+    draining, staying = cluster.replica_url(0), cluster.replica_url(1)
+
+    async def scenario():
+        elsewhere = await ManagerWatch(
+            ws(staying), team["slug"], login(staying, team["managers"][0], PASSWORD)
+        ).start()
+        async with (
+            websockets.connect(
+                f"{ws(draining)}/ws/worker/",
+                additional_headers={"Authorization": f"Bearer {worker['token']}"},
+            ) as device,
+            websockets.connect(
+                f"{ws(draining)}/ws/teams/{team['slug']}/",
+                additional_headers=login(draining, team["managers"][0], PASSWORD),
+            ) as manager_here,
+        ):
+            await next_frame(manager_here, "snapshot")
+            await device.send(json.dumps({"lat": 1.0, "lng": 1.0, "ts": time.time(), "seq": 1}))
+            assert await next_frame(device, "ack") == {"type": "ack", "seq": 1}
+            await wait_until(lambda: worker["id"] in elsewhere.latest, 5, "first position")
+            presence_before = len(elsewhere.presence)
+            # The last report, then SIGTERM within the same flush window.
+            await device.send(json.dumps({"lat": 2.0, "lng": 1.0, "ts": time.time(), "seq": 2}))
+            cluster.replicas[0].send_signal(signal.SIGTERM)
+            assert await next_frame(device, "ack") == {"type": "ack", "seq": 2}
+            assert await closed_with(device) == 4012
+            assert await closed_with(manager_here) == 4012
+        await wait_until(
+            lambda: elsewhere.latest[worker["id"]]["lat"] == 2.0, 5, "the in-flight position"
+        )
+        # The device would reconnect elsewhere at once: its worker does not blink offline.
+        await asyncio.sleep(1)
+        assert elsewhere.presence[presence_before:] == []
+        await elsewhere.stop()
+
+    asyncio.run(scenario())
+    assert cluster.replicas[0].wait(10) == 0
+    log = cluster.log_path("replica-0").read_text()
+    assert "Drained" in log and "Traceback" not in log
+
+
+def test_a_rolling_restart_leaves_no_manager_without_positions_for_long(cluster):
+    team = provision(cluster, teams=1, workers=8, managers=2)[0]
+
+    async def scenario():
+        managers = []
+        for username in team["managers"]:
+            for _ in range(2):  # two maps each, spread over the replicas by nginx
+                headers = login(cluster.url, username, PASSWORD)
+                managers.append(ManagerSession(ws(cluster.url), team["slug"], headers).start())
+        for manager in managers:
+            await manager.started()
+        devices = [
+            Device(ws(cluster.url), w["token"], lat=20 + n, interval=0.2)
+            for n, w in enumerate(team["workers"])
+        ]
+        for device in devices:
+            device.start()
+        await wait_until(
+            lambda: all(len(m.latest) == len(devices) for m in managers), 10, "every worker seen"
+        )
+        longest_silence = {id(m): 0.0 for m in managers}
+        stop_sampling = asyncio.Event()
+
+        async def sample_silence():
+            while not stop_sampling.is_set():
+                now = time.monotonic()
+                for manager in managers:
+                    silence = now - max(manager.received_at.values())
+                    longest_silence[id(manager)] = max(longest_silence[id(manager)], silence)
+                await asyncio.sleep(0.05)
+
+        sampler = asyncio.ensure_future(sample_silence())
+        for index in range(len(cluster.replicas)):
+            cluster.replicas[index].send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(cluster.replicas[index].wait, 10) == 0
+            await asyncio.to_thread(cluster.start_replica, index)
+            await asyncio.sleep(1)  # the next replica goes once this one is back and ready
+        stop_sampling.set()
+        await sampler
+        for client in [*managers, *devices]:
+            await client.stop()
+        worst = max(longest_silence.values())
+        print(f"longest time a map went without positions during the restart: {worst:.2f} s")
+        assert worst < 3.0, longest_silence
+        # Every socket that ended ended with the restart's code, never dropped or refused.
+        closes = [code for client in [*managers, *devices] for code in client.closes]
+        assert closes and set(closes) == {4012}, closes
+        assert not any(device.errors for device in devices)
+        assert not any(manager.errors for manager in managers)
+
+    asyncio.run(scenario())
+    for index in range(len(cluster.replicas)):
+        assert "Traceback" not in cluster.log_path(f"replica-{index}").read_text()
