@@ -34,9 +34,9 @@ STORM_TEAMS = 8
 STORM_WORKERS = 100  # per team: 800 device sockets through nginx
 STORM_RECONNECT_BOUND = 30.0  # seconds until every dropped device is back and seen again
 # Each replica runs every database_sync_to_async call of its sockets on one thread (asgiref's
-# single thread executor, outside any ThreadSensitiveContext) and closes the connection after
-# each call (CONN_MAX_AGE 0), so sockets hold at most one connection per replica, however many
-# reconnect at once. HTTP requests (logins, /readyz) get a thread and a connection each, but
+# single thread executor, outside any ThreadSensitiveContext), which keeps its connection
+# (CONN_MAX_AGE), so sockets hold at most one connection per replica, however many reconnect
+# at once. HTTP requests (logins, /readyz) get a thread and a connection each, but
 # none run during the storm. The margin absorbs backends still exiting when sampled.
 STORM_DATABASE_CONNECTIONS = 2 + 4
 
