@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import websockets
 from redis import asyncio as aioredis
 
 from tests.e2e.clients import Device, ManagerWatch, wait_until
@@ -225,6 +226,53 @@ def test_a_dead_replicas_workers_turn_offline_when_they_do_not_come_back(cluster
     took = asyncio.run(scenario())
     assert took < 3 + 3 / 3 + 2  # lease TTL + one renewal period + slack
     print(f"the dead replica's worker was shown offline {took:.1f} s after the kill")
+
+
+def test_a_killed_replica_leaves_no_group_membership_or_lease_behind(cluster):
+    (team,) = provision(cluster, teams=1, workers=2)
+    (on_dead, on_survivor) = team["workers"]
+    prefix = cluster.env["REDIS_PREFIX"]
+    team_channel = f"{prefix}-layer__group__team.{team['id']}"
+    relays_channel = f"{prefix}-layer__group__relays"
+    leases = f"{prefix}:state:leases:{team['id']}"
+
+    async def scenario():
+        redis = aioredis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+
+        async def subscribers():
+            return dict(await redis.pubsub_numsub(team_channel, relays_channel))
+
+        watches, devices = [], []
+        for index, worker in enumerate((on_dead, on_survivor)):
+            replica = cluster.replica_url(index)
+            headers = login(replica, team["managers"][0], PASSWORD)
+            watches.append(await ManagerWatch(ws(replica), team["slug"], headers).start())
+            # Each device talks to its replica directly: the dead one's cannot come back.
+            devices.append(Device(ws(replica), worker["token"], lat=1.0 + index))
+        for device in devices:
+            device.start()
+        survivor_watch = watches[1]
+        await wait_until(lambda: len(survivor_watch.online()) == 2, 5, "both workers online")
+        assert await subscribers() == {team_channel.encode(): 2, relays_channel.encode(): 2}
+        assert await redis.zcard(leases) == 2
+
+        cluster.signal_replica(0)
+        for _ in range(100):  # Redis drops a dead connection's subscriptions as it notices
+            if await subscribers() == {team_channel.encode(): 1, relays_channel.encode(): 1}:
+                break
+            await asyncio.sleep(0.1)
+        assert await subscribers() == {team_channel.encode(): 1, relays_channel.encode(): 1}
+        # Its worker's lease expires and is reaped: shown offline, and gone from Redis.
+        await wait_until(
+            lambda: survivor_watch.online() == {on_survivor["id"]}, 10, "a ghost worker stayed"
+        )
+        assert await redis.zcard(leases) == 1
+        for client in [*devices, survivor_watch]:
+            await client.stop()
+        assert isinstance(watches[0].task.exception(), websockets.ConnectionClosed)
+        await redis.aclose()
+
+    asyncio.run(scenario())
 
 
 @pytest.mark.skipif(
