@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install system demo test lint e2e browser screenshot cluster bench
+.PHONY: install system demo test lint e2e browser screenshot cluster bench soak
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,3 +47,8 @@ cluster: install system
 LAYER ?= redis
 bench: install system
 	$(BIN)/python -m loadtest.bench --layer $(LAYER)
+
+# The soak: 300 devices with churn for MINUTES, memory of every process (loadtest/results/soak-*).
+MINUTES ?= 240
+soak: install system
+	$(BIN)/python -m loadtest.soak --minutes $(MINUTES) --layer $(LAYER)

@@ -122,6 +122,15 @@ class Generators:
             log(f"    connect failures, e.g. {failures[:2]}")
         return sum(reply["open"] for reply in replies)
 
+    def churn(self, fraction: float) -> dict:
+        """Close and reopen a `fraction` of each process's active device sockets."""
+        replies = self.ask_all([("churn", {"fraction": fraction})] * self.count)
+        return {
+            "churned": sum(r["churned"] for r in replies),
+            "open": sum(r["open"] for r in replies),
+            "failures": [f for r in replies for f in r["failures"]],
+        }
+
     def connect_watches(self, watches: list) -> int:
         replies = self.ask_all(
             [("connect_watches", watches[index :: self.count]) for index in range(self.count)]
@@ -167,6 +176,39 @@ class Generators:
                     process.kill()
 
 
+def watch_entries(url: str, sessions: dict, teams: list[dict], sockets_per_team: int = 1) -> list:
+    """Manager sockets for these teams: log in (once per manager) and build their headers."""
+    missing = [t["managers"][0] for t in teams if t["managers"][0] not in sessions]
+    with ThreadPoolExecutor(4) as pool:
+        logins = pool.map(lambda u: login(url, u, PASSWORD, timeout=60), missing)
+        sessions.update(zip(missing, logins, strict=True))
+    return [
+        (team["id"], team["slug"], dict(sessions[team["managers"][0]]))
+        for team in teams
+        for _ in range(sockets_per_team)
+    ]
+
+
+def delivery(report: dict, team_workers: dict, active: set[int], elapsed: float) -> dict:
+    """Delivered rate, latency, and the share of active workers' latest positions at managers."""
+    last_sent = report["last_sent"]
+    expected = matched = 0
+    for watch in report["watches"]:
+        for worker_id in team_workers[watch["team_id"]]:
+            if worker_id in active:
+                expected += 1
+                matched += watch["seen"].get(worker_id) == last_sent.get(worker_id)
+    histogram = report["latency"]
+    return {
+        "delivered_per_s": round(report["positions_received"] / elapsed),
+        "latency_ms": {
+            name: percentile(histogram, q)
+            for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
+        },
+        "latest_delivered_pct": round(100 * matched / max(expected, 1), 2),
+    }
+
+
 # ---------------------------------------------------------------- one mode on one cluster
 
 
@@ -191,16 +233,7 @@ class Bench:
         )
 
     def watch_entries(self, teams: list[dict], sockets_per_team: int = 1) -> list:
-        """Manager sockets for these teams: log in (once per manager) and build their headers."""
-        missing = [t["managers"][0] for t in teams if t["managers"][0] not in self.sessions]
-        with ThreadPoolExecutor(4) as pool:
-            logins = pool.map(lambda u: login(self.cluster.url, u, PASSWORD, timeout=60), missing)
-            self.sessions.update(zip(missing, logins, strict=True))
-        return [
-            (team["id"], team["slug"], dict(self.sessions[team["managers"][0]]))
-            for team in teams
-            for _ in range(sockets_per_team)
-        ]
+        return watch_entries(self.cluster.url, self.sessions, teams, sockets_per_team)
 
     # ------------------------------------------------------------ idle sockets
 
@@ -322,22 +355,7 @@ class Bench:
         return result
 
     def delivery(self, report: dict, active: set[int], elapsed: float) -> dict:
-        last_sent = report["last_sent"]
-        expected = matched = 0
-        for watch in report["watches"]:
-            for worker_id in self.world["team_workers"][watch["team_id"]]:
-                if worker_id in active:
-                    expected += 1
-                    matched += watch["seen"].get(worker_id) == last_sent.get(worker_id)
-        histogram = report["latency"]
-        return {
-            "delivered_per_s": round(report["positions_received"] / elapsed),
-            "latency_ms": {
-                name: percentile(histogram, q)
-                for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
-            },
-            "latest_delivered_pct": round(100 * matched / max(expected, 1), 2),
-        }
+        return delivery(report, self.world["team_workers"], active, elapsed)
 
     def bare_delivery(self, sent: int) -> dict:
         """The bare app delivers nothing: check it received every frame ever sent, and how soon."""
@@ -426,12 +444,12 @@ def provision(env: dict, args) -> dict:
     log(f"Provisioning {team_count} teams of {args.team_size} and a fan-out team ...")
     out = Path(env["BENCH_DIR"])
     manage(env, "migrate", "--verbosity", "0")
-    manage(env, "provision", "--teams", str(team_count), "--workers", str(args.team_size),
-           "--prefix", "bench", "--password", PASSWORD, "--output", str(out / "teams.json"))  # fmt: skip
-    manage(env, "provision", "--teams", "1", "--workers", str(args.fanout_workers),
-           "--prefix", "fanout", "--password", PASSWORD, "--output", str(out / "fanout.json"))  # fmt: skip
-    teams = json.loads((out / "teams.json").read_text())["teams"]
-    fanout = json.loads((out / "fanout.json").read_text())["teams"][0]
+    teams = provision_teams(
+        env, teams=team_count, workers=args.team_size, prefix="bench", name="teams.json"
+    )
+    fanout = provision_teams(
+        env, teams=1, workers=args.fanout_workers, prefix="fanout", name="fanout.json"
+    )[0]
     # For loadtest/locustfile.py: the same teams and tokens (TEAMTRACK_PROVISION=<this file>).
     (out / "provision.json").write_text(json.dumps({"teams": teams, "password": PASSWORD}))
     return {
@@ -441,6 +459,14 @@ def provision(env: dict, args) -> dict:
         "team_workers": {t["id"]: [w["id"] for w in t["workers"]] for t in teams}
         | {fanout["id"]: [w["id"] for w in fanout["workers"]]},
     }
+
+
+def provision_teams(env: dict, *, teams: int, workers: int, prefix: str, name: str) -> list[dict]:
+    """Create teams PREFIX-1..N of `workers` each (one manager each), written to BENCH_DIR/name."""
+    output = Path(env["BENCH_DIR"]) / name
+    manage(env, "provision", "--teams", str(teams), "--workers", str(workers),
+           "--prefix", prefix, "--password", PASSWORD, "--output", str(output))  # fmt: skip
+    return json.loads(output.read_text())["teams"]
 
 
 def redis_pid(url: str) -> int:
@@ -620,25 +646,13 @@ def main(argv=None) -> dict:
     raise_open_file_limit()
     command = "python -m loadtest.bench " + " ".join(sys.argv[1:] if argv is None else argv)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="teamtrack-bench-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "teamtrack.settings",
-        "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
-        "BENCH_DIR": str(workdir),
-        "LOG_LEVEL": "WARNING",
-    }
+    env = environment(workdir)
     broker = None
     try:
-        if args.layer == "kafka" and "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
-            from deploy.tansu import KafkaBroker
-
-            broker = KafkaBroker().start()
-            env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+        broker = start_broker(args.layer, env)
         world = provision(env, args)
-        world["flush_window"] = int(os.environ.get("FLUSH_WINDOW_MS", 100)) / 1000
-        redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-        broker_pids = [redis_pid(redis_url)] + ([broker.process.pid] if broker else [])
+        world["flush_window"] = flush_window()
+        broker_pids = [redis_pid(redis_url())] + ([broker.process.pid] if broker else [])
         modes = {}
         for mode in args.modes:
             modes[mode] = run_mode(mode, args, world, env, broker_pids)
@@ -651,6 +665,37 @@ def main(argv=None) -> dict:
     log(f"Results: {args.output_dir}/{result_name(args)}.{{json,md}}")
     log(f"Teams and tokens for loadtest/locustfile.py: {workdir}/provision.json")
     return result
+
+
+def environment(workdir: Path) -> dict:
+    """The environment of manage.py and the cluster: a SQLite database in the work folder."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "teamtrack.settings",
+        "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+        "BENCH_DIR": str(workdir),
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def start_broker(layer: str, env: dict):
+    """On Kafka with no broker named, start tansu and name it in `env`; return it (or None)."""
+    if layer != "kafka" or "KAFKA_BOOTSTRAP_SERVERS" in os.environ:
+        return None
+    from deploy.tansu import KafkaBroker
+
+    broker = KafkaBroker().start()
+    env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+    return broker
+
+
+def flush_window() -> float:
+    return int(os.environ.get("FLUSH_WINDOW_MS", 100)) / 1000
+
+
+def redis_url() -> str:
+    return os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def result_name(args) -> str:

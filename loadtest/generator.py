@@ -1,7 +1,7 @@
 """The benchmark's load generator: one process of asyncio device and manager sockets.
 
-loadtest/bench.py starts several of these and drives each over a pipe with commands (connect
-devices, connect managers, run, pause, collect, close). Devices send one position per period, each
+loadtest/bench.py and loadtest/soak.py start several of these and drive each over a pipe with
+commands (connect devices, connect managers, run, pause, churn, collect, close). Devices send one position per period, each
 in its own time slot so that the load is even; managers record the latency of every position
 they receive (receive time minus the position's `ts`) and the newest `ts` per worker, so that the
 bench can check that every worker's latest position reached every manager of its team.
@@ -109,6 +109,19 @@ class Generator:
         )  # fmt: skip
         return {"open": sum(d.socket is not None for d in self.devices), "failures": failures[:5]}
 
+    async def churn(self, base_url: str, fraction: float) -> dict:
+        """Close a random `fraction` of the active devices' sockets, then open them again."""
+        open_now = [d for d in self.devices[: self.active] if d.socket is not None]
+        leaving = self.rng.sample(open_now, round(fraction * len(open_now)))
+        sockets = []
+        for device in leaving:
+            # Forget the socket first: its reader and sender then know this close was ours.
+            sockets.append(device.socket)
+            device.socket = None
+        await asyncio.gather(*(s.close() for s in sockets), return_exceptions=True)
+        reply = await self.connect_devices(base_url, self.active)
+        return {"churned": len(leaving), **reply}
+
     async def connect_watches(self, base_url: str, watches: list) -> dict:
         """Open manager sockets, (team id, slug, headers) each, and wait for their snapshots."""
         failures = []
@@ -155,24 +168,29 @@ class Generator:
         frame = (
             f'{{"type":"position","lat":{device.lat!r},"lng":{device.lng!r},"ts":{ts!r},"acc":5.0}}'
         )
+        socket = device.socket
         try:
-            await device.socket.send(frame)
+            await socket.send(frame)
         except ConnectionClosed:
-            self.send_failures += 1
-            device.socket = None
+            if device.socket is socket:  # not closed by churn
+                self.send_failures += 1
+                device.socket = None
             return
         device.last_ts = ts
         self.sent += 1
         self.sent_total += 1
 
     async def read_device(self, device: Device) -> None:
+        socket = device.socket
         try:
-            async for text in device.socket:
+            async for text in socket:
+                # Only error frames count: acks ({"type": "ack", "seq": N}) and others do not.
                 if json.loads(text).get("type") == "error":
                     self.error_frames += 1
         except ConnectionClosed:
             pass
-        if device.socket is not None and not self.closing:
+        # Closed by the server, not by churn (which forgets the socket first) or by close().
+        if device.socket is socket and not self.closing:
             self.closed += 1
             device.socket = None
 
@@ -253,6 +271,9 @@ async def serve(pipe, generator: Generator, base_url: str) -> None:
             pipe.send(await generator.connect_devices(url, argument["count"]))
         elif command == "connect_watches":
             pipe.send(await generator.connect_watches(base_url, argument))
+        elif command == "churn":
+            url = argument.get("url", base_url)
+            pipe.send(await generator.churn(url, argument["fraction"]))
         elif command == "run":
             generator.active = argument
             pipe.send(None)
