@@ -82,7 +82,27 @@ class Device:
                     self.errors.append(frame)
 
 
-class ManagerWatch:
+class ManagerClient:
+    """What both manager clients share: stopping, and who they believe is online."""
+
+    snapshot: dict | None
+    presence: list[dict]
+    task: asyncio.Task | None
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+    def online(self) -> set[int]:
+        """Who this manager currently believes is online: the snapshot, then presence frames."""
+        online = {w["id"] for w in self.snapshot["workers"] if w["online"]}
+        for event in self.presence:
+            (online.add if event["online"] else online.discard)(event["id"])
+        return online
+
+
+class ManagerWatch(ManagerClient):
     """A manager socket that records the snapshot, every position and every presence change."""
 
     def __init__(self, ws_base: str, slug: str, headers: dict[str, str]):
@@ -102,18 +122,6 @@ class ManagerWatch:
         async with asyncio.timeout(10):
             await self.ready.wait()
         return self
-
-    async def stop(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-
-    def online(self) -> set[int]:
-        """Who this manager currently believes is online."""
-        online = {w["id"] for w in self.snapshot["workers"] if w["online"]}
-        for event in self.presence:
-            (online.add if event["online"] else online.discard)(event["id"])
-        return online
 
     async def _run(self) -> None:
         async with websockets.connect(self.url, additional_headers=self.headers) as socket:
@@ -138,7 +146,7 @@ class ManagerWatch:
                     self.presence.append(frame)
 
 
-class ManagerSession:
+class ManagerSession(ManagerClient):
     """A manager's map as the page keeps it (static/js/socket.js): it reconnects with exponential
     backoff and full jitter, takes a fresh snapshot after every reconnect, and records how each
     socket ended. It gives up only on the close codes after which retrying cannot help."""
@@ -177,18 +185,6 @@ class ManagerSession:
         """Wait for the first snapshot."""
         await wait_until(lambda: self.live, timeout, f"no snapshot from {self.url}")
         return self
-
-    async def stop(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-
-    def online(self) -> set[int]:
-        """Who this manager currently believes is online: the snapshot, then presence frames."""
-        online = {w["id"] for w in self.snapshot["workers"] if w["online"]}
-        for event in self.presence:
-            (online.add if event["online"] else online.discard)(event["id"])
-        return online
 
     async def _run(self) -> None:
         attempt = 0
@@ -229,6 +225,15 @@ class ManagerSession:
         else:
             self.errors.append(frame)
         return False
+
+
+async def next_frame(socket, frame_type: str, timeout: float = 5) -> dict:
+    """Return the next frame of this type from a websockets connection, skipping others."""
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = json.loads(await socket.recv())
+            if frame["type"] == frame_type:
+                return frame
 
 
 async def wait_until(condition, timeout: float, message: str, step: float = 0.1) -> None:

@@ -27,6 +27,17 @@ ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "e2e-password-123"  # of every manager the end-to-end tests create
 
 
+def terminate(process: subprocess.Popen) -> None:
+    """Stop a process politely (SIGTERM), or kill it if it does not stop within 10 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class Server:
     """A TeamTrack process of our own, its environment, and the commands to provision it."""
 
@@ -76,14 +87,8 @@ class Server:
         return self.log_path.read_text()
 
     def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
         if self.process:
+            terminate(self.process)
             self.log.close()
 
     def login(self, username: str, password: str) -> dict[str, str]:
@@ -159,13 +164,8 @@ class RedisServer:
                 return False
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            terminate(self.process)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,14 @@ import time
 import pytest
 import websockets
 
-from tests.e2e.clients import Device, ManagerSession, ManagerWatch, close_code, wait_until
+from tests.e2e.clients import (
+    Device,
+    ManagerSession,
+    ManagerWatch,
+    close_code,
+    next_frame,
+    wait_until,
+)
 from tests.e2e.conftest import PASSWORD, login, provision
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
@@ -16,14 +23,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
 def ws(url: str) -> str:
     return url.replace("http", "ws", 1)
-
-
-async def next_frame(socket, frame_type: str, timeout: float = 5) -> dict:
-    async with asyncio.timeout(timeout):
-        while True:
-            frame = json.loads(await socket.recv())
-            if frame["type"] == frame_type:
-                return frame
 
 
 async def closed_with(socket, timeout: float = 5) -> int | str:

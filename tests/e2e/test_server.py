@@ -8,17 +8,10 @@ import time
 import pytest
 import websockets
 
+from tests.e2e.clients import next_frame
 from tests.e2e.conftest import PASSWORD
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
-
-
-async def next_frame(socket, frame_type: str, timeout: float = 5) -> dict:
-    async with asyncio.timeout(timeout):
-        while True:
-            frame = json.loads(await socket.recv())
-            if frame["type"] == frame_type:
-                return frame
 
 
 async def close_code(socket, timeout: float = 5) -> int:
