@@ -1,8 +1,10 @@
 """The local cluster: two daphne replicas behind nginx, relayed through the real Redis."""
 
 import asyncio
+import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -11,7 +13,7 @@ import pytest
 import websockets
 from redis import asyncio as aioredis
 
-from tests.e2e.clients import Device, ManagerWatch, wait_until
+from tests.e2e.clients import Device, ManagerWatch, next_frame, wait_until
 from tests.e2e.conftest import PASSWORD, login, provision
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -226,6 +228,45 @@ def test_a_dead_replicas_workers_turn_offline_when_they_do_not_come_back(cluster
     took = asyncio.run(scenario())
     assert took < 3 + 3 / 3 + 2  # lease TTL + one renewal period + slack
     print(f"the dead replica's worker was shown offline {took:.1f} s after the kill")
+
+
+def test_a_worker_s_last_position_survives_its_replica_being_killed_through_acks(cluster):
+    """The device keeps what was not acknowledged and resends it after reconnecting: a last
+    position sent to a replica that died before relaying it still reaches the maps."""
+    (team,) = provision(cluster, teams=1, workers=1)
+    (worker,) = team["workers"]
+    dying, survivor = cluster.replica_url(0), cluster.replica_url(1)
+    bearer = {"Authorization": f"Bearer {worker['token']}"}
+
+    async def scenario():
+        headers = login(survivor, team["managers"][0], PASSWORD)
+        watch = await ManagerWatch(ws(survivor), team["slug"], headers).start()
+        unacked = {}
+        async with websockets.connect(
+            f"{ws(dying)}/ws/worker/", additional_headers=bearer
+        ) as device:
+            unacked[1] = {"lat": 1.0, "lng": 1.0, "ts": time.time(), "seq": 1}
+            await device.send(json.dumps(unacked[1]))
+            del unacked[(await next_frame(device, "ack"))["seq"]]
+            # The replica hangs, takes the worker's last position into its socket buffer, dies.
+            cluster.replicas[0].send_signal(signal.SIGSTOP)
+            unacked[2] = {"lat": 2.0, "lng": 1.0, "ts": time.time(), "seq": 2}
+            await device.send(json.dumps(unacked[2]))
+            cluster.signal_replica(0)
+            with pytest.raises(websockets.ConnectionClosed):
+                await next_frame(device, "ack")
+        assert list(unacked) == [2]
+        async with websockets.connect(
+            f"{ws(survivor)}/ws/worker/", additional_headers=bearer
+        ) as device:
+            await device.send(json.dumps({"type": "batch", "positions": list(unacked.values())}))
+            assert await next_frame(device, "ack") == {"type": "ack", "seq": 2}
+            await wait_until(
+                lambda: watch.latest.get(worker["id"], {}).get("lat") == 2.0, 5, "the last position"
+            )
+        await watch.stop()
+
+    asyncio.run(scenario())
 
 
 def test_a_killed_replica_leaves_no_group_membership_or_lease_behind(cluster):
