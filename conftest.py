@@ -7,7 +7,7 @@ from channels.layers import channel_layers
 from django.test import Client
 
 from teams import services
-from tracking.limits import reset_failed_logins
+from tracking.limits import reset_limits
 from tracking.relay import reset_relay
 
 
@@ -20,13 +20,13 @@ def fast_password_hashing(settings):
 @pytest.fixture(autouse=True)
 def fresh_relay_and_layer():
     """Give each test its own relay and in-memory layer (they bind to one event loop), and
-    forget failed logins (every test client comes from the same address)."""
+    forget the abuse limits (every test client comes from the same address)."""
     reset_relay()
-    reset_failed_logins()
+    reset_limits()
     channel_layers.backends.clear()
     yield
     reset_relay()
-    reset_failed_logins()
+    reset_limits()
     channel_layers.backends.clear()
 
 

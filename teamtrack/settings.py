@@ -172,8 +172,8 @@ if TEAMTRACK_RELAY_MODE not in ("batched", "stock"):
     raise ImproperlyConfigured(
         f"RELAY_MODE must be batched or stock, not {TEAMTRACK_RELAY_MODE!r}."
     )
-# Device sockets: frames a second (on average, in bursts of up to WORKER_FRAME_BURST) before
-# frames are refused with `rate_limited`, and a socket that goes on is closed with 4429.
+# A worker's device sockets on a replica, together: frames a second (on average, in bursts of up
+# to WORKER_FRAME_BURST) before frames are refused with `rate_limited`; going on closes 4429.
 TEAMTRACK_WORKER_FRAMES_PER_SECOND = env.float("WORKER_FRAMES_PER_SECOND", default=5.0)
 TEAMTRACK_WORKER_FRAME_BURST = env.int("WORKER_FRAME_BURST", default=20)
 # Failed device logins from one address in a minute, per replica, before it is refused (4429).

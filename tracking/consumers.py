@@ -105,7 +105,6 @@ class WorkerConsumer(RelaySocketConsumer):
             metrics.RATE_LIMITED_CLOSES.labels("failed_logins").inc()
             await self.close(code=protocol.CLOSE_RATE_LIMITED)
             return
-        self.frame_limit = limits.frame_rate_limit()
         token = bearer_token(self.scope)
         if token is not None:
             await self.authenticate(token)
@@ -176,6 +175,7 @@ class WorkerConsumer(RelaySocketConsumer):
         except RelayUnavailable:
             await self.close(code=protocol.CLOSE_TRY_AGAIN)
             return
+        self.frame_limit = limits.worker_frame_limit(worker.id)
         self.worker = worker
 
     async def refuse(self):

@@ -1,4 +1,4 @@
-"""Abuse limits of the device socket: frames per socket, and failed logins per client address.
+"""Abuse limits of the device socket: frames per worker, and failed logins per client address.
 
 Both are kept in the replica's memory: a flood is stopped where it arrives, without a round trip
 to Redis per frame. With N replicas behind the load balancer, an address may fail logins N times
@@ -6,6 +6,7 @@ as often before every replica refuses it.
 """
 
 import time
+import weakref
 from collections import deque
 
 from django.conf import settings
@@ -87,15 +88,23 @@ def failed_logins() -> FailedLoginLimit:
     return _failed_logins
 
 
-def reset_failed_logins() -> None:
-    """Forget every failed login (tests, settings changes)."""
+def reset_limits() -> None:
+    """Forget every failed login and frame budget (tests, settings changes)."""
     global _failed_logins
     _failed_logins = None
+    _worker_frame_limits.clear()
 
 
-def frame_rate_limit() -> FrameRateLimit:
-    """Return a new device socket's frame limit, from settings."""
-    return FrameRateLimit(
-        rate=settings.TEAMTRACK_WORKER_FRAMES_PER_SECOND,
-        burst=settings.TEAMTRACK_WORKER_FRAME_BURST,
-    )
+# Each socket of a worker holds its limit; the entry goes when the worker's last socket here does.
+_worker_frame_limits: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+def worker_frame_limit(worker_id: int) -> FrameRateLimit:
+    """Return the frame limit that every socket of this worker on this replica shares."""
+    limit = _worker_frame_limits.get(worker_id)
+    if limit is None:
+        limit = _worker_frame_limits[worker_id] = FrameRateLimit(
+            rate=settings.TEAMTRACK_WORKER_FRAMES_PER_SECOND,
+            burst=settings.TEAMTRACK_WORKER_FRAME_BURST,
+        )
+    return limit

@@ -391,6 +391,10 @@ async def test_a_flooding_device_is_refused_then_closed_4429_and_others_go_on(
         await flooder.send(position(lat=float(lat)))
     error = await flooder.receive()
     assert error["type"] == "error" and error["code"] == "rate_limited"
+    # A second socket of the same worker shares its budget: no way around the limit.
+    second = await open_worker(world.tokens[world.a1.id])
+    await second.send(position(lat=9.0, seq=1))
+    assert await second.nothing(0.5)  # refused (a fresh budget would acknowledge it)
     for lat in range(4):
         await flooder.send(position(lat=float(lat)))
     assert await flooder.closed_with() == protocol.CLOSE_RATE_LIMITED
