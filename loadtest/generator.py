@@ -1,10 +1,11 @@
 """The benchmark's load generator: one process of asyncio device and manager sockets.
 
 loadtest/bench.py and loadtest/soak.py start several of these and drive each over a pipe with
-commands (connect devices, connect managers, run, pause, churn, collect, close). Devices send one position per period, each
-in its own time slot so that the load is even; managers record the latency of every position
-they receive (receive time minus the position's `ts`) and the newest `ts` per worker, so that the
-bench can check that every worker's latest position reached every manager of its team.
+commands (connect devices, connect managers, run, pause, churn, collect, close). Devices send one
+position per period, each in its own time slot so that the load is even; managers record the
+latency of every position they receive (receive time minus the position's `ts`) and the newest
+`ts` per worker, so that the bench can check that every worker's latest position reached every
+manager of its team. Counters and the latency histogram are per collect, never per position.
 """
 
 import asyncio
