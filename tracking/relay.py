@@ -41,7 +41,7 @@ def team_group(team_id: int) -> str:
     return f"team.{team_id}"
 
 
-# The group of every replica's relay channel, for closing a worker's or a user's sockets
+# The group of every replica's relay channel, for closing a worker's or a manager's sockets
 # wherever they are. One group, rather than one per worker or user, keeps a replica's group
 # memberships (Redis subscriptions, Kafka partitions) down to the teams it serves; revocations
 # and logouts are rare and reach each replica once.
@@ -56,7 +56,7 @@ DELIVERY_DELAY = 0.6
 POSITIONS_BATCH = "positions.batch"
 PRESENCE_CHANGED = "presence.changed"
 WORKER_REVOKED = "worker.revoked"
-USER_LOGGED_OUT = "user.logged_out"
+WATCHER_REVOKED = "watcher.revoked"
 
 
 class DeviceSocket(Protocol):
@@ -489,10 +489,10 @@ class Relay:
                     worker = self.local_workers.get(message.get("worker_id"))
                     for socket in list(worker.sockets if worker else ()):
                         await socket.close_with(protocol.CLOSE_UNAUTHENTICATED)
-                elif message.get("type") == USER_LOGGED_OUT:
-                    for socket in self._manager_sockets():
+                elif message.get("type") == WATCHER_REVOKED:
+                    for socket in self._manager_sockets(message.get("team_id")):
                         if socket.user_id == message.get("user_id"):
-                            await socket.close_with(protocol.CLOSE_UNAUTHENTICATED)
+                            await socket.close_with(message["code"])
                 else:
                     await self._team_message(message)
             except Exception:
@@ -513,8 +513,10 @@ class Relay:
         for socket in self._manager_sockets():
             await _close_quietly(socket, protocol.CLOSE_SERVICE_RESTART)
 
-    def _manager_sockets(self) -> Iterator[ManagerSocket]:
-        return iter([socket for sockets in self.watchers.values() for socket in sockets])
+    def _manager_sockets(self, team_id: int | None = None) -> Iterator[ManagerSocket]:
+        """Return the manager sockets here: of one team, or of all."""
+        teams = self.watchers.values() if team_id is None else [self.watchers.get(team_id, ())]
+        return iter([socket for sockets in teams for socket in sockets])
 
     # ------------------------------------------------------------ failures
 
@@ -584,9 +586,12 @@ def close_worker_sockets(worker_id: int) -> None:
     _tell_every_relay({"type": WORKER_REVOKED, "worker_id": worker_id})
 
 
-def close_user_sockets(user_id: int) -> None:
-    """Close every manager socket of a user who logged out (from sync code)."""
-    _tell_every_relay({"type": USER_LOGGED_OUT, "user_id": user_id})
+def close_manager_sockets(user_id: int, *, team_id: int | None = None, code: int) -> None:
+    """Close a user's manager sockets, of one team or of all, on every replica (from sync code):
+    the user logged out, was deactivated, or no longer manages the team."""
+    _tell_every_relay(
+        {"type": WATCHER_REVOKED, "user_id": user_id, "team_id": team_id, "code": code}
+    )
 
 
 def _tell_every_relay(message: dict) -> None:

@@ -148,7 +148,7 @@ def test_through_nginx_every_manager_gets_every_latest_position_of_its_team_only
 
     asyncio.run(scenario())
     logs = "".join(path.read_text() for path in cluster.workdir.glob("*.log"))
-    assert "WSCONNECT /ws/worker/" in logs  # the logs are the ones that saw the traffic
+    assert '"GET /ws/worker/ HTTP/1.1" 101' in logs  # the logs are the ones that saw the traffic
     for team in teams:
         for worker in team["workers"]:
             assert worker["token"] not in logs

@@ -428,3 +428,24 @@ async def test_logging_out_closes_the_users_manager_sockets(world, open_manager)
     assert response.status_code == 302
     assert await ann_tab.closed_with() == protocol.CLOSE_UNAUTHENTICATED
     assert await root_tab.nothing(0.5)
+
+
+async def test_a_manager_taken_off_the_team_has_its_map_closed_4403(world, open_manager):
+    ann_tab = await open_manager("alpha", world.cookies["ann"])
+    await ann_tab.receive_type("snapshot")
+    root_tab = await open_manager("alpha", world.cookies["root"])
+    await root_tab.receive_type("snapshot")
+    await sync_to_async(world.alpha.managers.remove)(world.ann)
+    assert await ann_tab.closed_with() == protocol.CLOSE_FORBIDDEN
+    # A superuser taken off the managers may still watch every team.
+    await sync_to_async(world.alpha.managers.add)(world.root)
+    await sync_to_async(world.root.managed_teams.clear)()
+    assert await root_tab.nothing(0.5)
+
+
+async def test_a_deactivated_manager_has_every_map_closed_4401(world, open_manager):
+    ann_tab = await open_manager("alpha", world.cookies["ann"])
+    await ann_tab.receive_type("snapshot")
+    world.ann.is_active = False
+    await sync_to_async(world.ann.save)()
+    assert await ann_tab.closed_with() == protocol.CLOSE_UNAUTHENTICATED

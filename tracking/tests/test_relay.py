@@ -9,7 +9,7 @@ from asgiref.sync import sync_to_async
 
 from tracking import protocol
 from tracking.backpressure import WriteFlow
-from tracking.relay import Relay, close_user_sockets
+from tracking.relay import Relay, close_manager_sockets
 from tracking.state import InMemoryRelayState
 
 pytestmark = [pytest.mark.timeout(10), pytest.mark.usefixtures("settings")]
@@ -218,7 +218,7 @@ async def test_logging_out_closes_that_users_manager_sockets_only(relay):
     ann_tab, ann_other_tab, bo_tab = StandInSocket(1), StandInSocket(1), StandInSocket(2)
     for socket in (ann_tab, ann_other_tab, bo_tab):
         await watch(relay, socket)
-    await sync_to_async(close_user_sockets)(1)
+    await sync_to_async(close_manager_sockets)(1, code=protocol.CLOSE_UNAUTHENTICATED)
     for _ in range(50):
         if ann_tab.closed_with_code and ann_other_tab.closed_with_code:
             break
