@@ -21,7 +21,6 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -346,6 +345,13 @@ class Relay:
                 team_id, message["text"], "presence", presence_of=worker_id
             )
 
+    async def deliver_all(self) -> None:
+        """Deliver what arrived for every team watched here, one frame per team."""
+        started = time.perf_counter()
+        for team_id in list(self.outgoing):
+            await self._deliver(team_id)
+        metrics.RELAY_FLUSH_SECONDS.labels("deliver").observe(time.perf_counter() - started)
+
     async def _deliver(self, team_id: int) -> None:
         positions = self.outgoing.pop(team_id, None)
         if positions:
@@ -369,7 +375,10 @@ class Relay:
         for socket in list(self.watchers.get(team_id, ())):
             flow = socket.write_flow
             if flow is not None and flow.full:
-                await self._hold(socket, flow, positions, presence_of, frame)
+                if flow.full_for() > self.slow_manager_timeout:
+                    await self._drop_slow(team_id, socket)
+                else:
+                    self._hold(socket, positions, presence_of, frame)
                 continue
             if socket in self.held:  # drained: what it missed goes first
                 await self._release(socket)
@@ -382,12 +391,14 @@ class Relay:
                 self.watchers.get(team_id, set()).discard(socket)
         metrics.frame_sent(frame_type, frame, sent)
 
-    async def _hold(self, socket, flow, positions, presence_of, frame) -> None:
-        if flow.full_for() > self.slow_manager_timeout:
-            self.held.pop(socket, None)
-            metrics.SLOW_MANAGER_DISCONNECTS.inc()
-            await _close_quietly(socket, protocol.CLOSE_TOO_SLOW)
-            return
+    async def _drop_slow(self, team_id: int, socket: ManagerSocket) -> None:
+        """Close a manager socket that has not read for too long, and send it nothing more."""
+        self.watchers[team_id].discard(socket)
+        self.held.pop(socket, None)
+        metrics.SLOW_MANAGER_DISCONNECTS.inc()
+        await _close_quietly(socket, protocol.CLOSE_TOO_SLOW)
+
+    def _hold(self, socket, positions, presence_of, frame) -> None:
         held = self.held.setdefault(socket, HeldFrames())
         if positions is not None:
             held.hold_positions(positions)
@@ -419,10 +430,7 @@ class Relay:
                 now = time.time()
                 delivery = (math.floor(now / window) + DELIVERY_DELAY) * window
                 await asyncio.sleep(max(0.0, delivery - now))
-                started = time.perf_counter()
-                for team_id in list(self.outgoing):
-                    await self._deliver(team_id)
-                metrics.RELAY_FLUSH_SECONDS.labels("deliver").observe(time.perf_counter() - started)
+                await self.deliver_all()
             except Exception:
                 logger.exception("A relay tick failed; the next one goes on")
 
@@ -488,11 +496,11 @@ class Relay:
                 if message.get("type") == WORKER_REVOKED:
                     worker = self.local_workers.get(message.get("worker_id"))
                     for socket in list(worker.sockets if worker else ()):
-                        await socket.close_with(protocol.CLOSE_UNAUTHENTICATED)
+                        await _close_quietly(socket, protocol.CLOSE_UNAUTHENTICATED)
                 elif message.get("type") == WATCHER_REVOKED:
                     for socket in self._manager_sockets(message.get("team_id")):
                         if socket.user_id == message.get("user_id"):
-                            await socket.close_with(message["code"])
+                            await _close_quietly(socket, message["code"])
                 else:
                     await self._team_message(message)
             except Exception:
@@ -505,18 +513,17 @@ class Relay:
         reconnects to another replica at once (SIGTERM; tracking.drain)."""
         self.draining = True
         await self.flush()
-        for team_id in list(self.outgoing):
-            await self._deliver(team_id)
+        await self.deliver_all()
         for worker in list(self.local_workers.values()):
             for socket in list(worker.sockets):
                 await _close_quietly(socket, protocol.CLOSE_SERVICE_RESTART)
         for socket in self._manager_sockets():
             await _close_quietly(socket, protocol.CLOSE_SERVICE_RESTART)
 
-    def _manager_sockets(self, team_id: int | None = None) -> Iterator[ManagerSocket]:
+    def _manager_sockets(self, team_id: int | None = None) -> list[ManagerSocket]:
         """Return the manager sockets here: of one team, or of all."""
         teams = self.watchers.values() if team_id is None else [self.watchers.get(team_id, ())]
-        return iter([socket for sockets in teams for socket in sockets])
+        return [socket for sockets in teams for socket in sockets]
 
     # ------------------------------------------------------------ failures
 
@@ -610,6 +617,10 @@ def build_relay() -> Relay:
         from tracking.stock import StockRelay  # the benchmark's baseline only
 
         relay_class = StockRelay
+    timing = {
+        "flush_window": settings.TEAMTRACK_FLUSH_WINDOW,
+        "slow_manager_timeout": settings.TEAMTRACK_SLOW_MANAGER_SECONDS,
+    }
     if settings.TEAMTRACK_RELAY_STATE == "redis":
         lease_ttl = settings.TEAMTRACK_PRESENCE_TTL
         state = RedisRelayState(
@@ -618,17 +629,8 @@ def build_relay() -> Relay:
             lease_ttl=lease_ttl,
             prefix=f"{settings.REDIS_PREFIX}:state:",
         )
-        return relay_class(
-            state=state,
-            flush_window=settings.TEAMTRACK_FLUSH_WINDOW,
-            lease_renewal=lease_ttl / 3,
-            slow_manager_timeout=settings.TEAMTRACK_SLOW_MANAGER_SECONDS,
-        )
-    return relay_class(
-        state=InMemoryRelayState(),
-        flush_window=settings.TEAMTRACK_FLUSH_WINDOW,
-        slow_manager_timeout=settings.TEAMTRACK_SLOW_MANAGER_SECONDS,
-    )
+        return relay_class(state=state, lease_renewal=lease_ttl / 3, **timing)
+    return relay_class(state=InMemoryRelayState(), **timing)
 
 
 _relay: Relay | None = None
