@@ -39,6 +39,7 @@ class RelaySocketConsumer(AsyncWebsocketConsumer):
 
     kind = ""  # "worker" or "manager", in metrics
     accepted = False
+    closing = False  # we closed it: frames still on their way are ignored
 
     async def send_error(self, error: ClientError):
         metrics.POSITIONS_REJECTED.labels(error.code).inc()
@@ -58,6 +59,14 @@ class RelaySocketConsumer(AsyncWebsocketConsumer):
         await super().accept(subprotocol, headers)
         self.accepted = True
         metrics.OPEN_SOCKETS.labels(self.kind).inc()
+
+    async def close(self, code=None, reason=None):
+        self.closing = True
+        await super().close(code, reason)
+
+    async def websocket_receive(self, message):
+        if not self.closing:
+            await super().websocket_receive(message)
 
     async def __call__(self, scope, receive, send):
         try:

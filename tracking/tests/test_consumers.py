@@ -6,6 +6,7 @@ import time
 import pytest
 from asgiref.sync import sync_to_async
 from django.test import Client
+from prometheus_client import REGISTRY
 
 from teams import services
 from tracking import protocol
@@ -395,9 +396,14 @@ async def test_a_flooding_device_is_refused_then_closed_4429_and_others_go_on(
     second = await open_worker(world.tokens[world.a1.id])
     await second.send(position(lat=9.0, seq=1))
     assert await second.nothing(0.5)  # refused (a fresh budget would acknowledge it)
-    for lat in range(4):
+    closes_before = (
+        REGISTRY.get_sample_value("teamtrack_rate_limited_closes_total", {"reason": "frames"}) or 0
+    )
+    for lat in range(10):  # frames already on their way when it is closed are ignored
         await flooder.send(position(lat=float(lat)))
     assert await flooder.closed_with() == protocol.CLOSE_RATE_LIMITED
+    closes = REGISTRY.get_sample_value("teamtrack_rate_limited_closes_total", {"reason": "frames"})
+    assert closes - closes_before == 1
     await calm.send(position(lat=50.0))
     frame = await manager.receive_type("positions")
     while world.a2.id not in {p["id"] for p in frame["positions"]}:
