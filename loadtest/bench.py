@@ -640,13 +640,20 @@ def parse_args(argv=None):
     return args
 
 
+def begin_run(tool: str, argv, workdir: Path | None) -> tuple[str, str, Path, dict[str, str]]:
+    """Start a run of `python -m loadtest.<tool>`: return the revision of the code that runs
+    (read before anyone edits the tree), the command line, the work folder and the cluster's
+    environment; lift the open-file limit."""
+    revision = git_revision()
+    raise_open_file_limit()
+    command = f"python -m loadtest.{tool} " + " ".join(sys.argv[1:] if argv is None else argv)
+    workdir = Path(workdir or tempfile.mkdtemp(prefix=f"teamtrack-{tool}-"))
+    return revision, command, workdir, environment(workdir)
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    revision = git_revision()  # of the code that runs, before anyone edits the tree
-    raise_open_file_limit()
-    command = "python -m loadtest.bench " + " ".join(sys.argv[1:] if argv is None else argv)
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="teamtrack-bench-"))
-    env = environment(workdir)
+    revision, command, workdir, env = begin_run("bench", argv, args.workdir)
     broker = None
     try:
         broker = start_broker(args.layer, env)

@@ -26,17 +26,15 @@ import json
 import math
 import os
 import signal
-import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from deploy.cluster import LocalCluster, manage, raise_open_file_limit
+from deploy.cluster import LocalCluster, manage
 from loadtest import bench
 from loadtest.bench import Generators, log
 from loadtest.generator import LATENCY_BINS, latency_histogram, percentile
-from loadtest.machine import children, cpu_model, git_revision, process_cpu, process_rss
+from loadtest.machine import children, cpu_model, process_cpu, process_rss
 
 RESULTS = Path(__file__).with_name("results")
 CHURN_SECONDS = 60
@@ -433,11 +431,7 @@ def interrupt(signum, frame):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    revision = git_revision()  # of the code that runs, before anyone edits the tree
-    raise_open_file_limit()
-    command = "python -m loadtest.soak " + " ".join(sys.argv[1:] if argv is None else argv)
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="teamtrack-soak-"))
-    env = bench.environment(workdir)
+    revision, command, workdir, env = bench.begin_run("soak", argv, args.workdir)
     # A plain `kill` stops the run like Ctrl-C: the cluster is stopped and the results kept.
     signal.signal(signal.SIGTERM, interrupt)
     result = {
