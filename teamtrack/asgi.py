@@ -10,13 +10,11 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from tracking.backpressure import WriteFlowMiddleware  # noqa: E402
 from tracking.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        # Outermost, to reach daphne's connection behind `send` (middlewares wrap it).
-        "websocket": WriteFlowMiddleware(URLRouter(websocket_urlpatterns)),
+        "websocket": URLRouter(websocket_urlpatterns),
     }
 )

@@ -86,7 +86,8 @@ class WriteFlow:
 
 
 class WriteFlowMiddleware:
-    """ASGI middleware: gives each WebSocket's scope its WriteFlow, as `scope["write_flow"]`."""
+    """ASGI middleware for the manager route: gives each socket's scope its WriteFlow, as
+    `scope["write_flow"]`."""
 
     def __init__(self, inner):
         self.inner = inner
