@@ -709,15 +709,22 @@ def result_name(args) -> str:
     return args.name or f"bench-{args.layer}" + ("-quick" if args.quick else "")
 
 
-def write_results(args, revision: str, command: str, modes: dict, workdir: Path) -> dict:
-    result = {
+def run_facts(args, revision: str, command: str) -> dict:
+    """What every results file says of its run: how it was started, on what code and machine."""
+    return {
         "command": command,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "revision": revision,
         "cores": os.cpu_count(),
         "cpu_model": cpu_model(),
         "layer": args.layer,
         "replicas": args.replicas,
+    }
+
+
+def write_results(args, revision: str, command: str, modes: dict, workdir: Path) -> dict:
+    result = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        **run_facts(args, revision, command),
         "generators": args.generators,
         "seconds": args.seconds,
         "warmup": args.warmup,

@@ -34,7 +34,7 @@ from deploy.cluster import LocalCluster, manage
 from loadtest import bench
 from loadtest.bench import Generators, log
 from loadtest.generator import LATENCY_BINS, latency_histogram, percentile
-from loadtest.machine import children, cpu_model, process_cpu, process_rss
+from loadtest.machine import children, process_cpu, process_rss
 
 RESULTS = Path(__file__).with_name("results")
 CHURN_SECONDS = 60
@@ -435,13 +435,8 @@ def main(argv=None) -> dict:
     # A plain `kill` stops the run like Ctrl-C: the cluster is stopped and the results kept.
     signal.signal(signal.SIGTERM, interrupt)
     result = {
-        "command": command,
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "revision": revision,
-        "cores": os.cpu_count(),
-        "cpu_model": cpu_model(),
-        "layer": args.layer,
-        "replicas": args.replicas,
+        **bench.run_facts(args, revision, command),
         "planned_minutes": round(args.seconds / 60, 1),
         "settings": {
             key: getattr(args, key)
