@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from teams.models import Team, Worker
 from teams.tokens import token_generate, token_hash
-from tracking.relay import close_worker_sockets
+from teamtrack.control import close_worker_sockets
 
 
 @transaction.atomic

@@ -15,8 +15,7 @@ from django.dispatch import receiver
 
 from teams import selectors
 from teams.models import Team
-from tracking.protocol import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED
-from tracking.relay import close_manager_sockets
+from teamtrack.control import close_manager_sockets
 
 User = get_user_model()
 
@@ -24,20 +23,18 @@ User = get_user_model()
 @receiver(user_logged_out, dispatch_uid="teams.close_maps_on_logout")
 def close_maps_on_logout(sender, request, user, **kwargs):
     if user is not None:
-        close_manager_sockets(user.pk, code=CLOSE_UNAUTHENTICATED)
+        close_manager_sockets(user.pk)
 
 
 @receiver(post_save, sender=User, dispatch_uid="teams.close_maps_of_inactive_users")
 def close_maps_of_inactive_users(sender, instance, **kwargs):
     if not instance.is_active:
-        transaction.on_commit(
-            partial(close_manager_sockets, instance.pk, code=CLOSE_UNAUTHENTICATED)
-        )
+        transaction.on_commit(partial(close_manager_sockets, instance.pk))
 
 
 @receiver(post_delete, sender=User, dispatch_uid="teams.close_maps_of_deleted_users")
 def close_maps_of_deleted_users(sender, instance, **kwargs):
-    transaction.on_commit(partial(close_manager_sockets, instance.pk, code=CLOSE_UNAUTHENTICATED))
+    transaction.on_commit(partial(close_manager_sockets, instance.pk))
 
 
 @receiver(m2m_changed, sender=Team.managers.through, dispatch_uid="teams.close_maps_of_removed")
@@ -62,4 +59,4 @@ def _close_if_no_longer_allowed(pairs: list[tuple[int, int]]) -> None:
         if user is None or team is None:
             continue  # deleted: its own signal closes what it must
         if not selectors.team_can_watch(user=user, team=team):  # superusers still may
-            close_manager_sockets(user_id, team_id=team_id, code=CLOSE_FORBIDDEN)
+            close_manager_sockets(user_id, team_id=team_id)

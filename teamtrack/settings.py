@@ -166,12 +166,6 @@ TEAMTRACK_PRESENCE_TTL = env.float("PRESENCE_TTL_SECONDS", default=15.0)
 
 # How long the relay gathers a team's positions before sending them to its managers.
 TEAMTRACK_FLUSH_WINDOW = env.int("FLUSH_WINDOW_MS", default=100) / 1000
-# "stock" is the benchmark's baseline, the tutorial pattern (tracking/stock.py); never in production.
-TEAMTRACK_RELAY_MODE = env.str("RELAY_MODE", default="batched")
-if TEAMTRACK_RELAY_MODE not in ("batched", "stock"):
-    raise ImproperlyConfigured(
-        f"RELAY_MODE must be batched or stock, not {TEAMTRACK_RELAY_MODE!r}."
-    )
 # A worker's device sockets on a replica, together: frames a second (on average, in bursts of up
 # to WORKER_FRAME_BURST) before frames are refused with `rate_limited`; going on closes 4429.
 TEAMTRACK_WORKER_FRAMES_PER_SECOND = env.float("WORKER_FRAMES_PER_SECOND", default=5.0)
@@ -201,8 +195,12 @@ LOGGING = {
     "filters": {"repeats": {"()": "tracking.logs.RepeatsOncePerMinute"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    # Loggers that repeat themselves every second during an outage (see tracking/logs.py).
     "loggers": {
-        name: {"filters": ["repeats"]} for name in ("channels_redis.pubsub", "django.request")
+        # Every record once, through the root's handler: Django's default configuration gives
+        # "django" a console handler of its own (with DEBUG on), and runserver's socket and
+        # request lines (django.channels.server) went out through both.
+        "django": {"handlers": []},
+        # Loggers that repeat themselves every second during an outage (see tracking/logs.py).
+        **{name: {"filters": ["repeats"]} for name in ("channels_redis.pubsub", "django.request")},
     },
 }

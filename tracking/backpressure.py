@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 from tracking import protocol
+from tracking.positions import FeedPosition, is_newer
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,8 @@ SEND_BUFFER_BYTES = 64 * 1024
 class WriteFlow:
     """Whether the server's write buffer of one socket is full; a Twisted IPushProducer."""
 
-    def __init__(self, chained=None):
+    def __init__(self, chained=None, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
         self.full_since: float | None = None
         self.on_drained: Callable[[], None] | None = None
         # The producer the connection had (twisted.web's HTTPChannel, which upgraded it to a
@@ -63,12 +65,12 @@ class WriteFlow:
 
     def full_for(self) -> float:
         """Seconds the buffer has been full (0 if it is not)."""
-        return 0.0 if self.full_since is None else time.monotonic() - self.full_since
+        return 0.0 if self.full_since is None else self.clock() - self.full_since
 
     # Twisted's IPushProducer
     def pauseProducing(self):
         if self.full_since is None:
-            self.full_since = time.monotonic()
+            self.full_since = self.clock()
         if self.chained is not None:
             self.chained.pauseProducing()
 
@@ -102,13 +104,12 @@ class HeldFrames:
     """What a manager socket missed while it was full, conflated: at most one entry per worker."""
 
     def __init__(self):
-        self.positions: dict[int, dict] = {}
+        self.positions: dict[int, FeedPosition] = {}
         self.presence: dict[int, str] = {}
 
-    def hold_positions(self, positions: list[dict]) -> None:
+    def hold_positions(self, positions: list[FeedPosition]) -> None:
         for position in positions:
-            held = self.positions.get(position["id"])
-            if held is None or position["ts"] > held["ts"]:
+            if is_newer(position, self.positions.get(position["id"])):
                 self.positions[position["id"]] = position
 
     def hold_presence(self, worker_id: int, frame: str) -> None:

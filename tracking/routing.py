@@ -2,15 +2,10 @@
 
 from channels.auth import AuthMiddlewareStack
 from channels.security.websocket import AllowedHostsOriginValidator
-from django.conf import settings
 from django.urls import path, re_path
 
 from tracking.backpressure import WriteFlowMiddleware
 from tracking.consumers import NotFoundConsumer, TeamConsumer, WorkerConsumer
-
-if settings.TEAMTRACK_RELAY_MODE == "stock":
-    from tracking.stock import StockTeamConsumer as TeamConsumer
-    from tracking.stock import StockWorkerConsumer as WorkerConsumer
 
 websocket_urlpatterns = [
     path("ws/worker/", WorkerConsumer.as_asgi()),

@@ -18,21 +18,13 @@ from typing import NamedTuple
 
 from redis import asyncio as aioredis
 
+from tracking.positions import Batches, Position, merge_newest
+
 logger = logging.getLogger(__name__)
 
 
-def merge_newest(into: dict[int, dict[int, dict]], batches: dict[int, dict[int, dict]]) -> None:
-    """Merge team -> worker -> position batches into `into`, keeping the newest position by ts."""
-    for team_id, positions in batches.items():
-        known_positions = into.setdefault(team_id, {})
-        for worker_id, position in positions.items():
-            known = known_positions.get(worker_id)
-            if known is None or position["ts"] >= known["ts"]:
-                known_positions[worker_id] = position
-
-
 class TeamState(NamedTuple):
-    latest: dict[int, dict]  # worker id -> last-known position
+    latest: dict[int, Position]  # worker id -> last-known position
     online: set[int]  # ids of the workers online
     presence_version: int  # of the newest presence change the above includes
 
@@ -41,7 +33,7 @@ class InMemoryRelayState:
     """Last-known positions and open device sockets, held by this process alone."""
 
     def __init__(self):
-        self.latest: dict[int, dict[int, dict]] = {}
+        self.latest: Batches = {}
         self.online: dict[int, set[int]] = {}
         self.versions: dict[int, int] = {}
 
@@ -67,7 +59,7 @@ class InMemoryRelayState:
         online.discard(worker_id)
         return self._next_version(team_id)
 
-    async def store_latest(self, batches: dict[int, dict[int, dict]]) -> None:
+    async def store_latest(self, batches: Batches) -> None:
         """Keep, per team and worker, the position if it is newer than the last known."""
         merge_newest(self.latest, batches)
 
@@ -185,12 +177,13 @@ return gone
 """
 )
 
-# KEYS: latest. ARGV: worker, ts, position JSON triples. Stores each position that is at least
-# as new as the one stored.
+# KEYS: latest. ARGV: worker, ts, position JSON triples. Stores each position that is newer than
+# the one stored, by tracking.positions.is_newer: the later ts wins, and on a tie the stored one
+# stays.
 _STORE_LATEST = """
 for i = 1, #ARGV, 3 do
   local known = redis.call('HGET', KEYS[1], ARGV[i])
-  if not known or cjson.decode(known).ts <= tonumber(ARGV[i + 1]) then
+  if not known or cjson.decode(known).ts < tonumber(ARGV[i + 1]) then
     redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2])
   end
 end
@@ -265,7 +258,7 @@ class RedisRelayState:
         args = [self._member(worker_id), worker_id]
         return int(await self._close(keys, args, client=self.redis))
 
-    async def store_latest(self, batches: dict[int, dict[int, dict]]) -> None:
+    async def store_latest(self, batches: Batches) -> None:
         """Keep, per team and worker, the position if it is newer than the last known.
 
         One round trip for every team: the relay calls this once a window."""

@@ -8,9 +8,11 @@ to those members itself. So a replica that watches no manager of a team reads no
 partitions (unless a hash collision puts the team beside one it does watch; more partitions,
 fewer collisions), and adding a replica adds no broker traffic for teams it does not watch.
 
-Delivery is at most once and tuned for latency: no idempotence, no retries, a small linger, a
-short message timeout, and no send ever waits for the broker. A full local producer queue drops
-and counts. Messages to a channel of the same process never leave the process.
+Delivery is at most once and tuned for latency: no idempotence, no retries, a small linger and a
+short message timeout. `send` and `group_send` never wait for the broker (a full local producer
+queue drops and counts); `group_send_many` returns only once the broker acknowledged every
+record, through the producer's delivery reports, and raises if one failed: the relay
+acknowledges devices on it. Messages to a channel of the same process never leave the process.
 
 The layer keeps one producer, one consumer and one polling thread per event loop, like
 channels_redis keeps connections per loop. See docs/architecture.md for the design and
@@ -127,9 +129,11 @@ class KafkaChannelLayer(BaseChannelLayer):
     # ------------------------------------------------------------------ group_send_many extension
 
     async def group_send_many(self, messages: list[tuple[str, dict]]) -> None:
-        """Send each (group, message) pair; the producer batches them on its own."""
-        for group, message in messages:
-            await self.group_send(group, message)
+        """Send each (group, message) pair, batched by the producer; return once the broker
+        acknowledged them all, or raise KafkaException if one was not written."""
+        for group in {group for group, _ in messages}:
+            self.require_valid_group_name(group)
+        await self._layer().group_send_confirmed(messages)
 
     # ------------------------------------------------------------------ flush extension
 
@@ -222,7 +226,8 @@ class _LoopLayer:
                 "linger.ms": 2,
                 "message.timeout.ms": 3000,
                 "queue.buffering.max.messages": 100_000,
-                "delivery.report.only.error": True,
+                # Every record's report: group_send_many waits for the broker's acknowledgement.
+                "delivery.report.only.error": False,
                 "on_delivery": self._on_delivery,
                 **self.owner.producer_config,
             }
@@ -482,12 +487,44 @@ class _LoopLayer:
         except BufferError:
             self.owner.metrics["group_send_dropped"] += 1
 
-    def _produce(self, key: bytes, partition_name: str, message: dict) -> None:
+    async def group_send_confirmed(self, messages: list[tuple[str, dict]]) -> None:
+        await self._ensure_started()
+        written = []
+        for group, message in messages:
+            future = self.loop.create_future()
+            written.append(future)
+            try:
+                self._produce(
+                    record_key(GROUP_KEY, group), group, message, on_delivery=self._reporter(future)
+                )
+            except BufferError:
+                self.owner.metrics["group_send_dropped"] += 1
+                future.set_exception(ChannelFull(group))
+        results = await asyncio.gather(*written, return_exceptions=True)
+        failures = [result for result in results if isinstance(result, BaseException)]
+        if failures:
+            raise failures[0]
+
+    def _reporter(self, future: asyncio.Future):
+        """Return a delivery callback (run on the polling thread) that settles `future`."""
+
+        def report(error, record) -> None:
+            if error is None:
+                self.loop.call_soon_threadsafe(_settle, future, future.set_result, None)
+            else:
+                self.owner.metrics["delivery_failed"] += 1
+                failure = KafkaException(error)
+                self.loop.call_soon_threadsafe(_settle, future, future.set_exception, failure)
+
+        return report
+
+    def _produce(self, key: bytes, partition_name: str, message: dict, **options) -> None:
         self.producer.produce(
             self.owner.topic,
             value=self.owner.serialize(message),
             key=key,
             partition=partition_for(partition_name, self.partitions),
+            **options,
         )
 
     # ------------------------------------------------------------------ partitions

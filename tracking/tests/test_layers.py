@@ -16,9 +16,9 @@ from channels.layers import InMemoryChannelLayer
 from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 
+from tracking.feed import group_send_many
 from tracking.layers.kafka import KafkaChannelLayer
 from tracking.layers.redis import RedisPubSubChannelLayer
-from tracking.relay import group_send_many
 
 pytestmark = pytest.mark.timeout(10)
 

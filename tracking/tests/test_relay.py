@@ -7,9 +7,10 @@ import time
 import pytest
 from asgiref.sync import sync_to_async
 
+from teamtrack.control import close_manager_sockets
 from tracking import protocol
 from tracking.backpressure import WriteFlow
-from tracking.relay import Relay, close_manager_sockets
+from tracking.relay import Relay
 from tracking.state import InMemoryRelayState
 
 pytestmark = [pytest.mark.timeout(10), pytest.mark.usefixtures("settings")]
@@ -90,7 +91,7 @@ async def test_a_manager_socket_that_fails_does_not_stop_the_others(relay):
     # The relay keeps delivering after the failure.
     relay.positions_received(device, team_id=1, worker_id=7, positions=[position(2.0)])
     assert (await watching.next("positions"))["positions"][0]["lat"] == 2.0
-    assert closing not in relay.watchers[1]
+    assert closing not in relay.managers.sockets(1)
 
 
 async def test_each_window_gives_a_manager_one_frame_with_every_worker(relay):
@@ -134,7 +135,7 @@ async def test_a_resend_through_another_replica_is_not_delivered_twice(relay):
     await watch(relay, watching)
     sent = protocol.feed_position(7, position(1.0))
     for _ in range(2):
-        await relay._team_message({"type": "positions.batch", "team_id": 1, "positions": [sent]})
+        await relay.dispatch({"type": "positions.batch", "team_id": 1, "positions": [sent]})
         await asyncio.sleep(2 * relay.flush_window)
     frames = [f for f in watching.drain() if f["type"] == "positions"]
     assert len(frames) == 1
@@ -174,7 +175,7 @@ async def test_a_manager_that_stops_reading_is_held_conflated_then_closed(relay)
     await relay.worker_disconnected(bo, team_id=1, worker_id=8)
     await fast.next("presence")
     assert slow.frames.empty()
-    held = relay.held[slow]
+    held = relay.managers.held[slow]
     assert set(held.positions) == {7, 8} and set(held.presence) == {8}  # one entry per worker
     flow.resumeProducing()  # drained: what it missed goes out, conflated
     frame = await slow.next("positions")
@@ -187,13 +188,13 @@ async def test_a_manager_that_stops_reading_is_held_conflated_then_closed(relay)
     }
     # Full again, for longer than the relay waits: closed with 4408 at the next frame.
     flow.pauseProducing()
-    await asyncio.sleep(relay.slow_manager_timeout + 0.1)
+    await asyncio.sleep(relay.managers.slow_manager_timeout + 0.1)
     relay.positions_received(ann, team_id=1, worker_id=7, positions=[position(6)])
     await fast.next("positions")
     await asyncio.sleep(2 * relay.flush_window)
     assert slow.closed_with_code == protocol.CLOSE_TOO_SLOW
     assert fast.closed_with_code is None
-    assert slow not in relay.held and slow not in relay.watchers[1]
+    assert slow not in relay.managers.held and slow not in relay.managers.sockets(1)
 
 
 async def test_drain_sends_what_is_in_flight_then_closes_every_socket_4012(relay):
@@ -218,7 +219,7 @@ async def test_logging_out_closes_that_users_manager_sockets_only(relay):
     ann_tab, ann_other_tab, bo_tab = StandInSocket(1), StandInSocket(1), StandInSocket(2)
     for socket in (ann_tab, ann_other_tab, bo_tab):
         await watch(relay, socket)
-    await sync_to_async(close_manager_sockets)(1, code=protocol.CLOSE_UNAUTHENTICATED)
+    await sync_to_async(close_manager_sockets)(1)
     for _ in range(50):
         if ann_tab.closed_with_code and ann_other_tab.closed_with_code:
             break
@@ -245,8 +246,8 @@ async def test_a_presence_change_overtaken_by_a_newer_one_is_dropped(relay):
             "text": frame,
         }
 
-    await relay._team_message(presence(True, 5))  # the reconnect
-    await relay._team_message(presence(False, 4))  # the reap, older, arriving late
+    await relay.dispatch(presence(True, 5))  # the reconnect
+    await relay.dispatch(presence(False, 4))  # the reap, older, arriving late
     assert (await watching.next("presence"))["online"] is True
     await asyncio.sleep(2 * relay.flush_window)
     assert watching.drain() == []
@@ -258,7 +259,7 @@ async def test_a_presence_change_older_than_the_snapshot_is_dropped(relay):
     snapshot = await watch(relay, watching)
     assert snapshot["workers"][0]["online"] is True
     frame = protocol.encode_presence(7, "Ann", True)
-    await relay._team_message(
+    await relay.dispatch(
         {"type": "presence.changed", "team_id": 1, "worker_id": 7, "version": 1, "text": frame}
     )
     await relay.worker_disconnected(device, team_id=1, worker_id=7)

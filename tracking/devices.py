@@ -1,0 +1,219 @@
+"""The device side of a replica's relay: the workers whose sockets are here, what they sent this
+window, and the acks that wait on it.
+
+A device's positions are gathered per team (newest per worker) into a `TeamBatch`, with the
+acks of the frames they came in. At every tick the relay hands the batches on through a list of
+*steps* (publish to the team's group; write the shared last-known state), run at once. Only
+when every step succeeded are the batches' frames acknowledged; if one failed, the batches go
+back to be handed on again at the next tick, acks and all. So an ack promises that every
+position of its frame reached every step, or was superseded by a newer one of the same worker
+that did.
+
+A resent position (its ts not newer than the worker's last one taken, or its seq that one's) is
+not taken again; its ack joins the team's next batch. Hand-offs run one at a time, and a
+failed one is merged back before the next starts, so that batch is acknowledged only after the
+batch holding the original was.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from channels.layers import get_channel_layer
+
+from tracking import feed, metrics, protocol
+from tracking.outage import Outage
+from tracking.positions import Position, TeamPositions, is_newer
+
+logger = logging.getLogger(__name__)
+
+
+class DeviceSocket(Protocol):
+    """What the relay needs of a device's socket: acks go out on it; revocation closes it."""
+
+    async def send_frame(self, text: str, frame_type: str) -> None: ...
+
+    async def close_with(self, code: int) -> None: ...
+
+
+@dataclass
+class LocalWorker:
+    """A worker with at least one device socket on this replica."""
+
+    team_id: int
+    name: str
+    sockets: set[DeviceSocket] = field(default_factory=set)
+    # The newest position taken from its devices, so that a resent one is taken once.
+    taken: Position | None = None
+
+
+@dataclass
+class TeamBatch:
+    """A team's positions of one window, newest per worker, and the acks waiting on them."""
+
+    positions: TeamPositions = field(default_factory=dict)
+    # (socket, seq) pairs in arrival order; a dict, so that a frame resent many times during
+    # an outage waits as one ack.
+    acks: dict[tuple[DeviceSocket, int], None] = field(default_factory=dict)
+
+    def merge_into(self, later: "TeamBatch") -> None:
+        """Put this (failed, earlier) batch back under `later`: the newest positions win, and
+        this batch's acks go first."""
+        for worker_id, position in self.positions.items():
+            if is_newer(position, later.positions.get(worker_id)):
+                later.positions[worker_id] = position
+        later.acks = {**self.acks, **later.acks}
+
+
+# A step a batch must pass before it is acknowledged: it raises if it could not take them all.
+Step = Callable[[dict[int, TeamBatch]], Awaitable[None]]
+
+
+class DeviceSide:
+    """Takes the positions of this replica's device sockets and hands them on once a tick."""
+
+    def __init__(self, *, state, outage: Outage, steps: list[Step]):
+        self.state = state
+        self.outage = outage
+        self.steps = steps
+        self.workers: dict[int, LocalWorker] = {}
+        self.pending: dict[int, TeamBatch] = {}
+        self.handing_off = asyncio.Lock()
+        self.draining = False  # set by the relay on SIGTERM
+
+    # ------------------------------------------------------------ sockets and presence
+
+    async def worker_connected(
+        self, socket: DeviceSocket, *, team_id: int, worker_id: int, name: str
+    ) -> None:
+        """Record a device socket; tell managers if the worker came online."""
+        worker = self.workers.setdefault(worker_id, LocalWorker(team_id, name))
+        worker.sockets.add(socket)
+        if len(worker.sockets) == 1:
+            if version := await self.outage.guard(self.state.connection_opened(team_id, worker_id)):
+                await self.send_presence(team_id, worker_id, online=True, version=version)
+
+    async def worker_disconnected(
+        self, socket: DeviceSocket, *, team_id: int, worker_id: int
+    ) -> None:
+        """Hand on what the worker sent, then tell managers if it went offline."""
+        await self.hand_off([team_id])
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            return
+        worker.sockets.discard(socket)
+        if worker.sockets:
+            return
+        del self.workers[worker_id]
+        if self.draining:
+            # The device reconnects to another replica at once: keep its lease until it expires,
+            # so that its managers see no offline blink in between.
+            return
+        if version := await self.outage.guard(self.state.connection_closed(team_id, worker_id)):
+            await self.send_presence(
+                team_id, worker_id, online=False, version=version, name=worker.name
+            )
+
+    async def send_presence(
+        self, team_id: int, worker_id: int, *, online: bool, version: int, name: str | None = None
+    ) -> None:
+        """Tell the team's managers, on every replica, that a worker came online or went offline."""
+        worker = self.workers.get(worker_id)
+        name = worker.name if worker else name
+        message = feed.presence_message(
+            team_id, worker_id, name=name, online=online, version=version
+        )
+        await self.outage.guard(get_channel_layer().group_send(feed.team_group(team_id), message))
+
+    def sockets_of(self, worker_id: int) -> list[DeviceSocket]:
+        worker = self.workers.get(worker_id)
+        return list(worker.sockets) if worker else []
+
+    def all_sockets(self) -> list[DeviceSocket]:
+        return [socket for worker in self.workers.values() for socket in worker.sockets]
+
+    def workers_by_team(self) -> dict[int, list[int]]:
+        """Return the ids of the workers here, by team (for lease renewal)."""
+        teams: dict[int, list[int]] = {}
+        for worker_id, worker in self.workers.items():
+            teams.setdefault(worker.team_id, []).append(worker_id)
+        return teams
+
+    # ------------------------------------------------------------ positions
+
+    def positions_received(
+        self,
+        socket: DeviceSocket,
+        *,
+        team_id: int,
+        worker_id: int,
+        positions: list[Position],
+        ack_seq: int | None = None,
+    ) -> None:
+        """Queue the newest of a frame's positions for the next hand-off, unless it was taken
+        already (a resend); the frame's ack waits on that hand-off."""
+        worker = self.workers.get(worker_id)
+        if worker is None or not positions:
+            return
+        batch = self.pending.get(team_id)
+        if batch is None:
+            batch = self.pending[team_id] = TeamBatch()
+        if ack_seq is not None:
+            batch.acks[(socket, ack_seq)] = None
+        newest = max(positions, key=lambda position: position["ts"])
+        seq = newest.get("seq")
+        taken = worker.taken
+        if taken is not None and (
+            not is_newer(newest, taken) or (seq is not None and seq == taken.get("seq"))
+        ):
+            metrics.POSITIONS_REJECTED.labels("duplicate").inc(len(positions))
+            return
+        worker.taken = newest
+        metrics.POSITIONS_ACCEPTED.inc(len(positions))
+        batch.positions[worker_id] = newest
+
+    async def hand_off(self, team_ids: Iterable[int] | None = None) -> bool:
+        """Run the pending batches (of these teams, or all) through every step at once, and
+        acknowledge their frames if every step took them; else keep them for the next time.
+        Return whether they were taken."""
+        async with self.handing_off:
+            if team_ids is None:
+                batches, self.pending = self.pending, {}
+            else:
+                batches = {t: b for t in team_ids if (b := self.pending.pop(t, None)) is not None}
+            if not batches:
+                return True
+            results = await asyncio.gather(
+                *(step(batches) for step in self.steps), return_exceptions=True
+            )
+            failures = [result for result in results if isinstance(result, BaseException)]
+            if failures:
+                self._put_back(batches)
+                metrics.LAYER_PUBLISH_ERRORS.inc()
+                metrics.RELAY_ERRORS.inc(len(failures))
+                self.outage.failed(failures[0])
+                return False
+            self.outage.recovered()
+            for batch in batches.values():
+                for socket, seq in batch.acks:
+                    await _send_ack(socket, seq)
+            return True
+
+    def _put_back(self, batches: dict[int, TeamBatch]) -> None:
+        for team_id, failed in batches.items():
+            later = self.pending.get(team_id)
+            if later is None:
+                self.pending[team_id] = failed
+            else:
+                failed.merge_into(later)
+
+
+async def _send_ack(socket: DeviceSocket, seq: int) -> None:
+    text = protocol.encode_ack(seq)
+    try:
+        await socket.send_frame(text, "ack")
+    except Exception:
+        return  # daphne: "send on a closed protocol"; the device resends after reconnecting
+    metrics.frame_sent("ack", text)

@@ -1,0 +1,245 @@
+"""The manager side of a replica's relay: the manager sockets here, by team, and what they get.
+
+The relay's channel is in the group of every team watched here. What arrives for a team from
+every replica during a window is merged (newest per worker) and delivered once per window as one
+frame, encoded once for all of the team's sockets here. Two guards keep a map from going back:
+a position not newer than one delivered is dropped, and so is a presence change older than the
+worker's last one or than the team's snapshot here (versions from tracking.state).
+
+A socket whose write buffer is full (tracking.backpressure) gets nothing meanwhile: what it
+missed is held, conflated, and sent when it drains; after `slow_manager_timeout` it is closed
+with 4408.
+"""
+
+import logging
+import time
+from typing import Protocol
+
+from channels.layers import get_channel_layer
+
+from tracking import feed, metrics, protocol
+from tracking.backpressure import HeldFrames, WriteFlow
+from tracking.outage import Outage
+from tracking.positions import FeedPosition, is_newer
+
+logger = logging.getLogger(__name__)
+
+
+class ManagerSocket(Protocol):
+    """What the relay needs of a manager's socket: frames go out on it, unless its buffer is
+    full (write_flow, None where the server cannot tell); its user's logout closes it."""
+
+    user_id: int
+    write_flow: WriteFlow | None
+
+    async def send_frame(self, text: str, frame_type: str) -> None: ...
+
+    async def close_with(self, code: int) -> None: ...
+
+
+class RelayUnavailable(Exception):
+    """The channel layer or the shared state cannot be reached; a socket cannot be served now."""
+
+
+class TeamWatch:
+    """A team watched here: its sockets and what they have been sent."""
+
+    def __init__(self, snapshot_version: int = 0):
+        self.sockets: set[ManagerSocket] = set()
+        # What arrived this window, newest per worker, to deliver at the window's delivery.
+        self.outgoing: dict[int, FeedPosition] = {}
+        # The newest position delivered per worker, and presence versions (from the team's
+        # first snapshot here on), so that nothing older is delivered after them.
+        self.delivered: dict[int, FeedPosition] = {}
+        self.presence_versions: dict[int, int] = {}
+        self.snapshot_version = snapshot_version
+
+
+class ManagerSide:
+    """Serves the manager sockets of this replica."""
+
+    def __init__(self, *, state, outage: Outage, slow_manager_timeout: float):
+        self.state = state
+        self.outage = outage
+        self.slow_manager_timeout = slow_manager_timeout
+        self.teams: dict[int, TeamWatch] = {}
+        self.held: dict[ManagerSocket, HeldFrames] = {}  # sockets whose buffer is full
+        self.channel: str | None = None  # the relay's, set once it is open
+        self.spawn = None  # the relay's way to run a task in the background
+
+    # ------------------------------------------------------------ sockets
+
+    async def watch_team(
+        self,
+        socket: ManagerSocket,
+        *,
+        team_id: int,
+        team_slug: str,
+        roster: list[tuple[int, str]],
+    ) -> None:
+        """Send a manager socket its team's snapshot, then every frame of the team."""
+        try:
+            first_here = team_id not in self.teams
+            if first_here:
+                # Join before taking the snapshot, so that nothing sent in between is missed.
+                await get_channel_layer().group_add(feed.team_group(team_id), self.channel)
+                # Sockets of the team connecting at once may each have joined: keep one watch.
+                self.teams.setdefault(team_id, TeamWatch())
+            latest, online, presence_version = await self.state.team_state(team_id)
+            if first_here:
+                self.teams[team_id].snapshot_version = presence_version
+        except Exception as error:
+            watch = self.teams.get(team_id)
+            if watch is not None and not watch.sockets:
+                del self.teams[team_id]
+            raise RelayUnavailable from error
+        workers = []
+        for worker_id, name in roster:
+            entry = {"id": worker_id, "name": name, "lat": None, "lng": None, "ts": None}
+            if worker_id in latest:
+                entry.update(protocol.feed_position(worker_id, latest[worker_id]))
+            entry["online"] = worker_id in online
+            workers.append(entry)
+        # No await between taking the socket in and sending the snapshot: daphne's send does
+        # not suspend, so no frame of a tick can get ahead of the snapshot.
+        self.teams[team_id].sockets.add(socket)
+        if socket.write_flow is not None:
+            socket.write_flow.on_drained = lambda: self.spawn(self._release(socket))
+        snapshot = protocol.encode_snapshot(team_slug, workers)
+        await socket.send_frame(snapshot, "snapshot")
+        metrics.frame_sent("snapshot", snapshot)
+
+    async def unwatch_team(self, socket: ManagerSocket, *, team_id: int) -> None:
+        """Stop sending a manager socket its team's frames."""
+        watch = self.teams.get(team_id)
+        if watch is None:
+            return
+        watch.sockets.discard(socket)
+        self.held.pop(socket, None)
+        if not watch.sockets:
+            del self.teams[team_id]
+            await self.outage.guard(
+                get_channel_layer().group_discard(feed.team_group(team_id), self.channel)
+            )
+
+    def sockets(self, team_id: int | None = None) -> list[ManagerSocket]:
+        """Return the manager sockets here: of one team, or of all."""
+        if team_id is None:
+            return [socket for watch in self.teams.values() for socket in watch.sockets]
+        watch = self.teams.get(team_id)
+        return list(watch.sockets) if watch else []
+
+    async def close_user(self, user_id: int, team_id: int | None) -> None:
+        """Close a user's sockets of one team (4403: no longer a manager of it) or of all (4401)."""
+        code = protocol.CLOSE_UNAUTHENTICATED if team_id is None else protocol.CLOSE_FORBIDDEN
+        for socket in self.sockets(team_id):
+            if socket.user_id == user_id:
+                await close_quietly(socket, code)
+
+    # ------------------------------------------------------------ what arrives
+
+    async def take_message(self, message: dict) -> None:
+        """Take a message of a team's group: merge positions for the next delivery, or forward
+        a presence change at once."""
+        watch = self.teams.get(message.get("team_id"))
+        if watch is None:
+            return  # the last manager here left while the message was on its way
+        if message["type"] == feed.POSITIONS_BATCH:
+            for position in message["positions"]:
+                worker_id = position["id"]
+                if is_newer(position, watch.delivered.get(worker_id)):
+                    watch.delivered[worker_id] = position
+                    watch.outgoing[worker_id] = position
+        elif message["type"] == feed.PRESENCE_CHANGED:
+            worker_id, version = message["worker_id"], message["version"]
+            if version <= watch.presence_versions.get(worker_id, watch.snapshot_version):
+                return  # overtaken by a newer change of the worker, or older than the snapshot
+            watch.presence_versions[worker_id] = version
+            # Positions that arrived before the presence change go out before it, and none after.
+            await self._deliver(message["team_id"], watch)
+            await self._send(watch, message["text"], "presence", presence_of=worker_id)
+
+    # ------------------------------------------------------------ delivery
+
+    async def deliver_all(self) -> None:
+        """Deliver what arrived for every team watched here, one frame per team."""
+        started = time.perf_counter()
+        for team_id, watch in list(self.teams.items()):
+            await self._deliver(team_id, watch)
+        metrics.RELAY_FLUSH_SECONDS.labels("deliver").observe(time.perf_counter() - started)
+
+    async def _deliver(self, team_id: int, watch: TeamWatch) -> None:
+        if watch.outgoing:
+            positions = list(watch.outgoing.values())
+            watch.outgoing = {}
+            await self._send(
+                watch, protocol.encode_positions(positions), "positions", positions=positions
+            )
+
+    async def _send(
+        self,
+        watch: TeamWatch,
+        frame: str,
+        frame_type: str,
+        *,
+        positions: list[FeedPosition] | None = None,
+        presence_of: int | None = None,
+    ) -> None:
+        """Send a frame, encoded once, to the team's manager sockets here; for a socket whose
+        buffer is full, hold what it says instead (or close the socket if it has been too long)."""
+        sent = 0
+        for socket in list(watch.sockets):
+            flow = socket.write_flow
+            if flow is not None and flow.full:
+                if flow.full_for() > self.slow_manager_timeout:
+                    await self._drop_slow(watch, socket)
+                else:
+                    self._hold(socket, positions, presence_of, frame)
+                continue
+            if socket in self.held:  # drained: what it missed goes first
+                await self._release(socket)
+            try:
+                await socket.send_frame(frame, frame_type)
+                sent += 1
+            except Exception:
+                # The socket is closing (daphne: "send on a closed protocol"); its disconnect
+                # takes it out. The team's other managers must not miss the frame for it.
+                watch.sockets.discard(socket)
+        metrics.frame_sent(frame_type, frame, sent)
+
+    # ------------------------------------------------------------ slow sockets
+
+    async def _drop_slow(self, watch: TeamWatch, socket: ManagerSocket) -> None:
+        """Close a manager socket that has not read for too long, and send it nothing more."""
+        watch.sockets.discard(socket)
+        self.held.pop(socket, None)
+        metrics.SLOW_MANAGER_DISCONNECTS.inc()
+        await close_quietly(socket, protocol.CLOSE_TOO_SLOW)
+
+    def _hold(self, socket, positions, presence_of, frame) -> None:
+        held = self.held.setdefault(socket, HeldFrames())
+        if positions is not None:
+            held.hold_positions(positions)
+        elif presence_of is not None:
+            held.hold_presence(presence_of, frame)
+        metrics.HELD_FRAMES.inc()
+
+    async def _release(self, socket: ManagerSocket) -> None:
+        """Send a manager socket whose buffer drained what it missed meanwhile, conflated."""
+        held = self.held.pop(socket, None)
+        if held is None:
+            return
+        for frame_type, frame in held.frames():
+            try:
+                await socket.send_frame(frame, frame_type)
+            except Exception:
+                return  # closing; its disconnect tidies up
+            metrics.frame_sent(frame_type, frame)
+
+
+async def close_quietly(socket, code: int) -> None:
+    """Close a socket that may be closed already."""
+    try:
+        await socket.close_with(code)
+    except Exception:
+        pass
