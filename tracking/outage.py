@@ -12,6 +12,7 @@ class Outage:
 
     def __init__(self):
         self.failing = False
+        self.on_recovery = None  # called once when an outage ends
 
     async def guard(self, operation):
         """Await a state or layer operation; on failure report it and return None."""
@@ -36,3 +37,5 @@ class Outage:
         if self.failing:
             self.failing = False
             logger.warning("Relay reaches its state and channel layer again")
+            if self.on_recovery is not None:
+                self.on_recovery()

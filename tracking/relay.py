@@ -67,6 +67,7 @@ class Relay:
             state=state, outage=self.outage, slow_manager_timeout=slow_manager_timeout
         )
         self.managers.spawn = self._spawn
+        self.outage.on_recovery = lambda: self._spawn(self._catch_up())
         self.channel: str | None = None
         self.channel_lock = asyncio.Lock()
         self.ticking: asyncio.Task | None = None
@@ -156,6 +157,14 @@ class Relay:
                 await self.deliver()
             except Exception:
                 logger.exception("A relay tick failed; the next one goes on")
+
+    async def _catch_up(self) -> None:
+        """When an outage ends, bring the maps here up to date from the shared state: now, and
+        again once the channel layer has surely subscribed again and other replicas have
+        retried what they held (a lease renewal later)."""
+        await self.managers.catch_up()
+        await self.clock.sleep_until(self.clock.time() + (self.lease_renewal or 1.0))
+        await self.managers.catch_up()
 
     # ------------------------------------------------------------ leases
 

@@ -159,6 +159,20 @@ class ManagerSide:
             await self._deliver(message["team_id"], watch)
             await self._send(watch, message["text"], "presence", presence_of=worker_id)
 
+    async def catch_up(self) -> None:
+        """Queue for delivery each watched team's last-known positions that are newer than what
+        its maps here were sent. After an outage a position may have been published while this
+        replica's subscription was still down (Redis pub/sub keeps nothing for it), and a resend
+        of it is a duplicate: the shared state has it, so the maps get it from there."""
+        for team_id, watch in list(self.teams.items()):
+            team_state = await self.outage.guard(self.state.team_state(team_id))
+            if team_state is None:
+                return
+            for worker_id, position in team_state.latest.items():
+                entry = protocol.feed_position(worker_id, position)
+                if is_newer(entry, watch.delivered.get(worker_id)):
+                    watch.delivered[worker_id] = watch.outgoing[worker_id] = entry
+
     # ------------------------------------------------------------ delivery
 
     async def deliver_all(self) -> None:
