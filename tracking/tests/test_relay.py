@@ -10,8 +10,9 @@ from asgiref.sync import sync_to_async
 from teamtrack.control import close_manager_sockets
 from tracking import protocol
 from tracking.backpressure import WriteFlow
-from tracking.relay import Relay
+from tracking.relay import DELIVERY_DELAY, Relay
 from tracking.state import InMemoryRelayState
+from tracking.tests.clock import ManualClock, settle
 
 pytestmark = [pytest.mark.timeout(10), pytest.mark.usefixtures("settings")]
 
@@ -265,3 +266,33 @@ async def test_a_presence_change_older_than_the_snapshot_is_dropped(relay):
     await relay.worker_disconnected(device, team_id=1, worker_id=7)
     assert (await watching.next("presence"))["online"] is False
     assert watching.drain() == []
+
+
+async def test_the_tick_hands_on_at_each_boundary_and_delivers_later_on_the_injected_clock(
+    settings,
+):
+    """Window timing, with no wall clock: the tick acknowledges at the boundary, and managers
+    get the frame DELIVERY_DELAY of a window later, not before."""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    clock = ManualClock(start=1000.0)
+    relay = Relay(state=InMemoryRelayState(), flush_window=1.0, clock=clock)
+    try:
+        watching = StandInSocket()
+        await watch(relay, watching)
+        device = await connect_device(relay)
+        await settle()
+        watching.drain()
+        relay.positions_received(
+            device, team_id=1, worker_id=7, positions=[position(1.0, seq=3)], ack_seq=3
+        )
+        await clock.advance(0.99)
+        assert device.frames.empty() and watching.frames.empty()  # before the boundary
+        await clock.advance(0.02)  # the boundary: handed on and acknowledged
+        assert device.drain() == [{"type": "ack", "seq": 3}]
+        await settle()
+        assert watching.drain() == []  # managers wait for every replica's message of the tick
+        await clock.advance(DELIVERY_DELAY)
+        (frame,) = watching.drain()
+        assert frame["type"] == "positions" and frame["positions"][0]["lat"] == 1.0
+    finally:
+        relay.stop()
