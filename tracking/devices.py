@@ -26,6 +26,7 @@ from channels.layers import get_channel_layer
 from tracking import feed, metrics, protocol
 from tracking.outage import Outage
 from tracking.positions import Position, TeamPositions, is_newer
+from tracking.state import RelayState
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ Step = Callable[[dict[int, TeamBatch]], Awaitable[None]]
 class DeviceSide:
     """Takes the positions of this replica's device sockets and hands them on once a tick."""
 
-    def __init__(self, *, state, outage: Outage, steps: list[Step]):
+    def __init__(self, *, state: RelayState, outage: Outage, steps: list[Step]):
         self.state = state
         self.outage = outage
         self.steps = steps

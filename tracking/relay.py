@@ -30,7 +30,7 @@ from tracking.clock import Clock, WallClock
 from tracking.devices import DeviceSide, DeviceSocket, TeamBatch
 from tracking.outage import Outage
 from tracking.positions import Position
-from tracking.state import InMemoryRelayState, RedisRelayState
+from tracking.state import InMemoryRelayState, RedisRelayState, RelayState
 from tracking.watchers import ManagerSide, ManagerSocket, RelayUnavailable, close_quietly
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class Relay:
     def __init__(
         self,
         *,
-        state,
+        state: RelayState,
         flush_window: float,
         lease_renewal: float | None = None,
         slow_manager_timeout: float = 30.0,

@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import weakref
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from redis import asyncio as aioredis
 
@@ -27,6 +27,25 @@ class TeamState(NamedTuple):
     latest: dict[int, Position]  # worker id -> last-known position
     online: set[int]  # ids of the workers online
     presence_version: int  # of the newest presence change the above includes
+
+
+class RelayState(Protocol):
+    """Where a relay keeps last-known positions and presence; every method may raise when the
+    backing store cannot be reached."""
+
+    async def connection_opened(self, team_id: int, worker_id: int) -> int: ...
+
+    async def connection_closed(self, team_id: int, worker_id: int) -> int: ...
+
+    async def store_latest(self, batches: Batches) -> None: ...
+
+    async def team_state(self, team_id: int) -> TeamState: ...
+
+    async def renew(self, team_id: int, worker_ids: list[int]) -> list[tuple[int, int]]: ...
+
+    async def reap(self) -> list[tuple[int, int, int]]: ...
+
+    async def ping(self) -> None: ...
 
 
 class InMemoryRelayState:

@@ -21,6 +21,7 @@ from tracking import feed, metrics, protocol
 from tracking.backpressure import HeldFrames, WriteFlow
 from tracking.outage import Outage
 from tracking.positions import FeedPosition, is_newer
+from tracking.state import RelayState
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class TeamWatch:
 class ManagerSide:
     """Serves the manager sockets of this replica."""
 
-    def __init__(self, *, state, outage: Outage, slow_manager_timeout: float):
+    def __init__(self, *, state: RelayState, outage: Outage, slow_manager_timeout: float):
         self.state = state
         self.outage = outage
         self.slow_manager_timeout = slow_manager_timeout

@@ -1,4 +1,8 @@
-"""The relay on its own, with stand-in sockets: what no real socket can be made to do on cue."""
+"""The relay on its own, with stand-in sockets: what no real socket can be made to do on cue.
+
+Time is a ManualClock: waiting for a frame moves it on, so every window, delay and timeout here
+is the relay's own arithmetic, never the machine's speed.
+"""
 
 import asyncio
 import json
@@ -22,8 +26,13 @@ UNREACHABLE_REDIS_LAYER = {
 }
 
 
+STEP = 0.01  # seconds of the test's clock per step while a test waits for a frame
+
+
 class StandInSocket:
     """Records frames and closes; `broken` makes sends fail as daphne's do once a socket closed."""
+
+    clock: ManualClock | None = None  # the relay fixture's: waiting for a frame moves it on
 
     def __init__(self, user_id: int = 1, write_flow: WriteFlow | None = None):
         self.user_id = user_id
@@ -43,8 +52,19 @@ class StandInSocket:
         self.closed_with_code = code
 
     async def next(self, frame_type, timeout=2):
+        """Return the next frame of this type, letting at most `timeout` seconds of the test's
+        clock pass while none is there."""
+        waited = 0.0
         while True:
-            frame = await asyncio.wait_for(self.frames.get(), timeout)
+            if self.clock is None:
+                frame = await asyncio.wait_for(self.frames.get(), timeout)
+            else:
+                while self.frames.empty():
+                    if waited >= timeout:
+                        raise TimeoutError(f"no {frame_type} frame in {timeout} s")
+                    await self.clock.advance(STEP)
+                    waited += STEP
+                frame = self.frames.get_nowait()
             if frame["type"] == frame_type:
                 return frame
 
@@ -58,8 +78,13 @@ class StandInSocket:
 @pytest.fixture
 async def relay(settings):
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    relay = Relay(state=InMemoryRelayState(), flush_window=0.05, slow_manager_timeout=0.5)
+    clock = ManualClock()
+    relay = Relay(
+        state=InMemoryRelayState(), flush_window=0.05, slow_manager_timeout=0.5, clock=clock
+    )
+    StandInSocket.clock = clock
     yield relay
+    StandInSocket.clock = None
     relay.stop()
 
 
@@ -101,7 +126,7 @@ async def test_each_window_gives_a_manager_one_frame_with_every_worker(relay):
     ann, bo = await connect_device(relay, 7, "Ann"), await connect_device(relay, 8, "Bo")
     await watching.next("presence")
     await watching.next("presence")
-    await asyncio.sleep(relay.flush_window)  # start just after a delivery
+    await relay.clock.advance(relay.flush_window)  # start just after a delivery
     for lat in (1.0, 2.0, 3.0):
         relay.positions_received(ann, team_id=1, worker_id=7, positions=[position(lat)])
         relay.positions_received(bo, team_id=1, worker_id=8, positions=[position(lat + 10)])
@@ -126,7 +151,7 @@ async def test_a_resent_position_is_acknowledged_again_but_relayed_once(relay):
         device, team_id=1, worker_id=7, positions=[{**sent, "ts": sent["ts"] + 1}], ack_seq=5
     )
     await device.next("ack")
-    await asyncio.sleep(3 * relay.flush_window)
+    await relay.clock.advance(3 * relay.flush_window)
     assert [f for f in watching.drain() if f["type"] == "positions"] == []
 
 
@@ -137,7 +162,7 @@ async def test_a_resend_through_another_replica_is_not_delivered_twice(relay):
     sent = protocol.feed_position(7, position(1.0))
     for _ in range(2):
         await relay.dispatch({"type": "positions.batch", "team_id": 1, "positions": [sent]})
-        await asyncio.sleep(2 * relay.flush_window)
+        await relay.clock.advance(2 * relay.flush_window)
     frames = [f for f in watching.drain() if f["type"] == "positions"]
     assert len(frames) == 1
 
@@ -154,12 +179,18 @@ async def test_acks_wait_for_the_channel_layer_to_take_the_positions(relay, sett
     relay.positions_received(
         device, team_id=1, worker_id=7, positions=[position(2.0, seq=2)], ack_seq=2
     )
+    await relay.clock.advance(relay.flush_window)
+    for _ in range(500):  # the refused connection is real I/O: up to 5 s of it
+        if relay.outage.failing:
+            break
+        await asyncio.sleep(0.01)
+    assert relay.outage.failing
     with pytest.raises(TimeoutError):
         await device.next("ack", timeout=1.0)
 
 
 async def test_a_manager_that_stops_reading_is_held_conflated_then_closed(relay):
-    flow = WriteFlow()
+    flow = WriteFlow(clock=relay.clock.monotonic)
     slow, fast = StandInSocket(write_flow=flow), StandInSocket()
     roster = [(7, "Ann"), (8, "Bo")]
     await watch(relay, slow, roster)
@@ -189,10 +220,10 @@ async def test_a_manager_that_stops_reading_is_held_conflated_then_closed(relay)
     }
     # Full again, for longer than the relay waits: closed with 4408 at the next frame.
     flow.pauseProducing()
-    await asyncio.sleep(relay.managers.slow_manager_timeout + 0.1)
+    await relay.clock.advance(relay.managers.slow_manager_timeout + 0.1)
     relay.positions_received(ann, team_id=1, worker_id=7, positions=[position(6)])
     await fast.next("positions")
-    await asyncio.sleep(2 * relay.flush_window)
+    await relay.clock.advance(2 * relay.flush_window)
     assert slow.closed_with_code == protocol.CLOSE_TOO_SLOW
     assert fast.closed_with_code is None
     assert slow not in relay.managers.held and slow not in relay.managers.sockets(1)
@@ -212,7 +243,7 @@ async def test_drain_sends_what_is_in_flight_then_closes_every_socket_4012(relay
     assert device.closed_with_code == watching.closed_with_code == protocol.CLOSE_SERVICE_RESTART
     # The device reconnects elsewhere at once: no offline blink for its managers.
     await relay.worker_disconnected(device, team_id=1, worker_id=7)
-    await asyncio.sleep(2 * relay.flush_window)
+    await relay.clock.advance(2 * relay.flush_window)
     assert [f for f in watching.drain() if f["type"] == "presence"] == []
 
 
@@ -250,7 +281,7 @@ async def test_a_presence_change_overtaken_by_a_newer_one_is_dropped(relay):
     await relay.dispatch(presence(True, 5))  # the reconnect
     await relay.dispatch(presence(False, 4))  # the reap, older, arriving late
     assert (await watching.next("presence"))["online"] is True
-    await asyncio.sleep(2 * relay.flush_window)
+    await relay.clock.advance(2 * relay.flush_window)
     assert watching.drain() == []
 
 
