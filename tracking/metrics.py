@@ -41,7 +41,9 @@ RELAY_FLUSH_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
 LAYER_PUBLISH_ERRORS = Counter(
-    "teamtrack_layer_publish_errors", "Windows whose positions the channel layer did not take"
+    "teamtrack_layer_publish_errors",
+    "Hand-offs whose positions the channel layer or the shared state did not take (kept, "
+    "unacknowledged, and handed on again at the next tick)",
 )
 RELAY_ERRORS = Counter(
     "teamtrack_relay_errors", "Failed operations on the channel layer or the shared state"
