@@ -2,14 +2,18 @@
 
 import asyncio
 import json
+import re
+import socket
+import subprocess
 import sys
 import time
+from collections import Counter
 
 import pytest
 import websockets
 
 from tests.e2e.clients import next_frame
-from tests.e2e.conftest import PASSWORD
+from tests.e2e.conftest import PASSWORD, ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -84,6 +88,41 @@ def test_demo_command_moves_a_team_on_the_map(server):
             assert all(41.3 < p["lat"] < 41.5 and 2.0 < p["lng"] < 2.3 for p in moved.values())
 
     asyncio.run(scenario())
+
+
+def test_demo_exits_at_once_when_its_port_is_taken(server, tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as holder:
+        port = holder.getsockname()[1]
+        demo = subprocess.run(
+            [sys.executable, "manage.py", "demo", f"127.0.0.1:{port}", "--workers", "2"],
+            cwd=ROOT, env=server.env, capture_output=True, text=True, timeout=20,
+        )  # fmt: skip
+        holder.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            holder.accept()  # no simulated device came knocking at what holds the port
+    assert demo.returncode != 0
+    assert demo.stderr.strip().splitlines()[-1] == (
+        f"CommandError: Port {port} on 127.0.0.1 is in use; stop what holds it or run "
+        f"`.venv/bin/python manage.py demo 127.0.0.1:{port + 1}`."
+    )
+    assert not (tmp_path / "db.sqlite3").exists()  # checked before it started anything
+
+
+def test_demo_prints_each_socket_line_once(server):
+    server.start(sys.executable, "manage.py", "demo", f"127.0.0.1:{server.port}",
+                 "--workers", "2", "--interval", "0.3", "--password", "pw-demo-123")  # fmt: skip
+    deadline = time.monotonic() + 15
+    while server.output().count("WebSocket CONNECT /ws/worker/") < 2:
+        assert time.monotonic() < deadline, server.output()
+        time.sleep(0.1)
+    server.stop()  # every line written, the devices' disconnections too
+    output = server.output()
+    assert re.search(
+        r"^\S+ \S+ INFO django.channels.server WebSocket CONNECT /ws/worker/", output, re.M
+    )
+    # A connection's lines name its client's address and port: each may appear only once.
+    counts = Counter(re.findall(r"WebSocket \w+ /ws/worker/ .*", output))
+    assert counts and [line for line, count in counts.items() if count > 1] == []
 
 
 def test_daphne_closes_sockets_4503_when_redis_is_unreachable(server):

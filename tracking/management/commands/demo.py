@@ -1,11 +1,15 @@
 """Set up a demo team with simulated couriers and serve the app, so the map moves at once."""
 
 import asyncio
+import errno
 import secrets
+import socket
 import threading
 
+from daphne.management.commands.runserver import Command as RunserverCommand
+from daphne.server import Server
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from teams import selectors, services
@@ -30,14 +34,17 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, addrport, workers, interval, password, connect, **options):
-        call_command("migrate", interactive=False, verbosity=0)
-        password = password or secrets.token_urlsafe(9)
-        tokens = self.prepare_team(workers=workers, password=password)
         if connect:
             base = connect.rstrip("/")
         else:
-            host, _, port = addrport.rpartition(":")
-            base = f"http://{host or '127.0.0.1'}:{port}"
+            host, port = split_addrport(addrport)
+            # Before anything else: a demo that cannot serve must not rotate the demo workers'
+            # tokens (an earlier demo's devices may be using them) nor drive devices at a stranger.
+            ensure_can_listen(host, port)
+            base = f"http://{host}:{port}"
+        call_command("migrate", interactive=False, verbosity=0)
+        password = password or secrets.token_urlsafe(9)
+        tokens = self.prepare_team(workers=workers, password=password)
         self.stdout.write(
             self.style.SUCCESS(
                 f"\nTeamTrack demo: open {base}/teams/{DEMO_TEAM}/\n"
@@ -50,8 +57,10 @@ class Command(BaseCommand):
         if connect:
             asyncio.run(fleet)
             return
+        # A daemon thread: however the server ends (stopped, failing to start, raising), the
+        # devices end with the process.
         threading.Thread(target=asyncio.run, args=(fleet,), daemon=True).start()
-        call_command("runserver", addrport, use_reloader=False)
+        call_command(DemoRunserverCommand(), addrport, use_reloader=False)
 
     @transaction.atomic
     def prepare_team(self, *, workers: int, password: str) -> list[str]:
@@ -67,3 +76,42 @@ class Command(BaseCommand):
             _, token = services.worker_create(team=team, name=f"Courier {number:02d}")
             tokens.append(token)
         return tokens
+
+
+def split_addrport(addrport: str) -> tuple[str, int]:
+    """Split runserver's `[ADDRESS:]PORT` into the host of a URL (IPv6 in brackets) and a port."""
+    host, _, port = addrport.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise CommandError(f"{addrport!r} is not a port or an address:port pair.")
+    return host or "127.0.0.1", int(port)
+
+
+def ensure_can_listen(host: str, port: int) -> None:
+    """Raise CommandError, saying what to do, unless the server will be able to listen there."""
+    address = host.strip("[]")
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as probe:
+            # As Twisted listens: a port left with connections in TIME_WAIT is free to it.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((address, port))
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise CommandError(
+                f"Port {port} on {host} is in use; stop what holds it or run "
+                f"`.venv/bin/python manage.py demo {host}:{port + 1}`."
+            ) from None
+        raise CommandError(f"Cannot listen on {host}:{port}: {error.strerror or error}.") from None
+
+
+class DemoServer(Server):
+    """Daphne's server, failing when it could not listen: daphne's runserver would return as
+    if stopped, and the demo would exit with success."""
+
+    def run(self):
+        super().run()
+        if self.abort_start:  # daphne has logged why (its own command line exits 1 here too)
+            raise CommandError("The server could not start (see the line above).")
+
+
+class DemoRunserverCommand(RunserverCommand):
+    server_cls = DemoServer
