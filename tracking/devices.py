@@ -30,6 +30,10 @@ from tracking.state import RelayState
 
 logger = logging.getLogger(__name__)
 
+# Acks a team's batch keeps waiting while it cannot be handed on: a team of 100 devices sending
+# a frame a second fills it in 100 s, and it costs about 2 MB.
+MAX_WAITING_ACKS = 10_000
+
 
 class DeviceSocket(Protocol):
     """What the relay needs of a device's socket: acks go out on it; revocation closes it."""
@@ -59,6 +63,14 @@ class TeamBatch:
     # an outage waits as one ack.
     acks: dict[tuple[DeviceSocket, int], None] = field(default_factory=dict)
 
+    def wait_for_ack(self, socket: DeviceSocket, seq: int) -> None:
+        """Acknowledge this frame once the batch is handed on. Past MAX_WAITING_ACKS (a long
+        outage) the oldest waiting ack is forgotten: its device never hears of that frame and
+        resends it, which breaks no promise, where memory would grow with every frame."""
+        self.acks[(socket, seq)] = None
+        if len(self.acks) > MAX_WAITING_ACKS:
+            del self.acks[next(iter(self.acks))]
+
     def merge_into(self, later: "TeamBatch") -> None:
         """Put this (failed, earlier) batch back under `later`: the newest positions win, and
         this batch's acks go first."""
@@ -66,6 +78,8 @@ class TeamBatch:
             if is_newer(position, later.positions.get(worker_id)):
                 later.positions[worker_id] = position
         later.acks = {**self.acks, **later.acks}
+        while len(later.acks) > MAX_WAITING_ACKS:
+            del later.acks[next(iter(later.acks))]
 
 
 # A step a batch must pass before it is acknowledged: it raises if it could not take them all.
@@ -162,7 +176,7 @@ class DeviceSide:
         if batch is None:
             batch = self.pending[team_id] = TeamBatch()
         if ack_seq is not None:
-            batch.acks[(socket, ack_seq)] = None
+            batch.wait_for_ack(socket, ack_seq)
         newest = max(positions, key=lambda position: position["ts"])
         seq = newest.get("seq")
         taken = worker.taken

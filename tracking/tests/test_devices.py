@@ -124,3 +124,16 @@ async def test_only_each_workers_newest_position_is_handed_on(side):
     assert await side.hand_off() is True
     assert {w: p["ts"] for w, p in side.publish.taken[-1][1].items()} == {7: 12.0, 8: 10.5}
     assert ann.acks == [10, 12, 11] and bo.acks == [1]
+
+
+async def test_a_long_outage_keeps_a_bounded_number_of_waiting_acks(side, monkeypatch):
+    monkeypatch.setattr("tracking.devices.MAX_WAITING_ACKS", 3)
+    device = await connect(side)
+    side.publish.failing = True
+    for seq in range(1, 6):
+        send(side, device, ts=10.0 + seq, seq=seq)
+        assert await side.hand_off() is False
+    side.publish.failing = False
+    assert await side.hand_off() is True
+    # The oldest were forgotten (their frames are resent), never acknowledged untaken.
+    assert device.acks == [3, 4, 5]
