@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install system demo test lint e2e browser screenshot cluster bench soak
+.PHONY: install system demo test lint jstest e2e browser screenshot cluster bench soak
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(BIN)/.installed: requirements.txt
 
 install: $(BIN)/.installed
 
-# Debian packages (nginx, Redis, Chromium, docker-compose) and a running Redis, for the tests.
+# Debian packages (nginx, Redis, Chromium, docker-compose, Node.js) and a running Redis, for the tests.
 system:
 	bash deploy/system.sh
 
@@ -25,7 +25,12 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/python manage.py makemigrations --check --dry-run
 
-test: lint system
+# The front end's modules (static/js/) under Node's built-in test runner; no npm packages. The
+# shell lists the files: Node 18 and 20 take a directory, but Node 22 and later take only globs.
+jstest: system
+	node --test tests/js/*.test.js
+
+test: lint system jstest
 	$(BIN)/pytest
 
 e2e: install system

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests and the local cluster need (nginx, Redis, Chromium,
-# docker-compose to validate compose.yaml) when they are missing, and start Redis on
-# 127.0.0.1:6379 when nothing answers there. `make test` and `make cluster` run it.
+# docker-compose to validate compose.yaml, Node.js to run tests/js) when they are missing, and
+# start Redis on 127.0.0.1:6379 when nothing answers there. `make test` and `make cluster` run it.
 set -euo pipefail
 
 missing=()
@@ -9,6 +9,7 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 [ -x /usr/bin/chromium ] || missing+=(chromium)  # the browser tests drive it
+command -v node >/dev/null || missing+=(nodejs)  # tests/js; Debian's (18 or later) has node:test
 if ((${#missing[@]})); then
     if [ "$(id -u)" -ne 0 ]; then
         echo "Missing Debian packages: ${missing[*]}; install them (as root: $0)." >&2

@@ -1,3 +1,4 @@
+// @ts-check
 // The team map page: wires the socket's frames into the worker store, the map and the side list,
 // and runs the once-a-second tick that ages "time ago" labels, staleness and the retry countdown.
 
@@ -7,6 +8,10 @@ import { TeamMap } from "./map.js";
 import { CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED, TeamSocket } from "./socket.js";
 import { loginUrl, socketUrl } from "./util.js";
 import { WorkerStore } from "./workers.js";
+
+/** @typedef {import("./types.js").ConnectionState} ConnectionState */
+/** @typedef {import("./types.js").FrameHandlers} FrameHandlers */
+/** @typedef {import("./types.js").Worker} Worker */
 
 const LOST_MESSAGES = {
   [CLOSE_UNAUTHENTICATED]: "Your session has ended. Taking you to the login page…",
@@ -26,9 +31,11 @@ const onlineCount = document.getElementById("online-count");
 const notice = document.getElementById("map-notice");
 const listToggle = document.getElementById("list-toggle");
 
+/** @type {number | null} */
 let followed = null;
 // Fit the team into view once, when positions first exist, unless the user moved the map first.
 let fitPending = true;
+/** @type {ConnectionState} */
 let connectionState = { state: "connecting" };
 
 const list = new WorkerList(document.getElementById("worker-list"), {
@@ -53,6 +60,7 @@ const teamMap = new TeamMap(document.getElementById("map"), config, {
 // ---------------------------------------------------------------- frames
 
 // Rows of moved workers are patched once per animation frame, however many batches arrived.
+/** @type {Set<Worker>} */
 const dirty = new Set();
 let flushQueued = false;
 
@@ -67,6 +75,7 @@ function scheduleFlush() {
   });
 }
 
+/** @type {FrameHandlers} */
 const handlers = {
   snapshot(frame) {
     const now = nowSeconds();
@@ -116,11 +125,13 @@ const handlers = {
 
 // ---------------------------------------------------------------- following and fitting
 
+/** @param {number} id */
 function toggleFollow(id) {
   follow(followed === id ? null : id);
   if (followed !== null && NARROW.matches) setListOpen(false); // show the map, not the list
 }
 
+/** @param {number | null} id */
 function follow(id) {
   const worker = id === null ? null : store.workers.get(id) || null;
   const next = worker ? worker.id : null;
@@ -145,6 +156,7 @@ document.getElementById("fit-team").addEventListener("click", () => {
 
 // ---------------------------------------------------------------- side panel
 
+/** @param {boolean} open */
 function setListOpen(open) {
   listToggle.setAttribute("aria-expanded", String(open));
   panel.dataset.listOpen = String(open);
@@ -162,6 +174,10 @@ function renderCounts() {
   onlineCount.textContent = `${online} of ${total} online`;
 }
 
+/**
+ * @param {string} text
+ * @param {"info" | "lost"} [kind]
+ */
 function showNotice(text, kind = "info") {
   notice.textContent = text;
   notice.dataset.kind = kind;
@@ -172,20 +188,27 @@ const CONNECTION_TEXT = { connecting: "Connecting…", live: "Live", reconnectin
 const connectionText = connection.querySelector(".connection-text");
 const connectionCountdown = connection.querySelector(".connection-countdown");
 
+/**
+ * @param {Node} node
+ * @param {string} text
+ */
 function setText(node, text) {
   if (node.textContent !== text) node.textContent = text;
 }
 
 function renderConnection() {
-  const { state, retryAt } = connectionState;
-  connection.dataset.state = state;
-  setText(connectionText, CONNECTION_TEXT[state]);
+  const current = connectionState;
+  connection.dataset.state = current.state;
+  setText(connectionText, CONNECTION_TEXT[current.state]);
   // The countdown is aria-hidden in the template: announcing it every second would drown the
   // rest of the page for screen reader users, and "Reconnecting" says what matters.
-  const seconds = state === "reconnecting" ? Math.max(1, Math.ceil((retryAt - Date.now()) / 1000)) : 0;
+  const seconds = current.state === "reconnecting"
+    ? Math.max(1, Math.ceil((current.retryAt - Date.now()) / 1000))
+    : 0;
   setText(connectionCountdown, seconds ? ` in ${seconds}s` : "");
 }
 
+/** @param {ConnectionState} state */
 function onConnectionState(state) {
   connectionState = state;
   renderConnection();
@@ -218,7 +241,8 @@ const socket = new TeamSocket(socketUrl(config.socketPath), {
 // The browser knows when the network returns; no need to sit out the rest of the backoff.
 window.addEventListener("online", () => socket.retryNow());
 
-window.teamtrack = {
+// For the browser tests and for a look from the console.
+/** @type {any} */ (window).teamtrack = {
   config,
   map: teamMap.map,
   markers: teamMap.markers,

@@ -1,6 +1,10 @@
+// @ts-check
 // The map page's settings: what Django passes with json_script, merged over defaults, so that
 // every other module reads one frozen object and never the DOM.
 
+/** @typedef {import("./types.js").Config} Config */
+
+/** @type {Config} */
 const DEFAULTS = {
   team: "",
   socketPath: "",
@@ -18,6 +22,11 @@ const DEFAULTS = {
   backoffCapMs: 30000,
 };
 
+/**
+ * @param {Document} doc
+ * @param {string} id
+ * @returns {Partial<Config>}
+ */
 function readJson(doc, id) {
   const node = doc.getElementById(id);
   if (!node) return {};
@@ -33,8 +42,12 @@ function readJson(doc, id) {
 /**
  * Return the page's configuration: defaults, then the json_script, then data-* attributes of
  * #map-page (the template uses those for URLs that only it can reverse).
+ * @param {Document} [doc]
+ * @param {string} [id]
+ * @returns {Readonly<Config>}
  */
 export function readConfig(doc = document, id = "map-config") {
+  /** @type {Partial<Config>} */
   const fromPage = {};
   const page = doc.getElementById("map-page");
   if (page && page.dataset.loginPath) fromPage.loginPath = page.dataset.loginPath;

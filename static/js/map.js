@@ -1,8 +1,14 @@
+// @ts-check
 // The Leaflet map: one layer group of circle markers keyed by worker id and moved with setLatLng,
 // the followed worker's fading trail, following a worker, and fitting the team into view.
 // Uses the global `L` of vendor/leaflet/leaflet.js, loaded by the template before the modules.
 
 import { el } from "./util.js";
+
+/** @typedef {import("./types.js").Worker} Worker */
+/** @typedef {import("./types.js").Config} Config */
+/** @typedef {import("./types.js").WorkerStateName} WorkerStateName */
+/** @typedef {[number, number]} LatLng */
 
 const COLOURS = { online: "#1a7f37", stale: "#b35c00", offline: "#6e7781" };
 const FOLLOWED_OUTLINE = "#0b1f33";
@@ -12,6 +18,10 @@ const TRAIL_COLOUR = "#0b5cad";
 const TRAIL_STEPS = 4;
 const ARROW_KEYS = new Set(["ArrowUp", "ArrowDown", "ArrowLeft", "ArrowRight"]);
 
+/**
+ * @param {WorkerStateName} state
+ * @param {boolean} followed
+ */
 function markerStyle(state, followed) {
   return {
     radius: followed ? 10 : 7,
@@ -23,6 +33,11 @@ function markerStyle(state, followed) {
 }
 
 export class TeamMap {
+  /**
+   * @param {HTMLElement} element
+   * @param {Readonly<Config>} config
+   * @param {{ onMarkerClick?: (id: number) => void, onUserMove?: () => void, onTilesFailed?: () => void }} [callbacks]
+   */
   constructor(element, config, { onMarkerClick = () => {}, onUserMove = () => {}, onTilesFailed = () => {} } = {}) {
     this.config = config;
     this.onMarkerClick = onMarkerClick;
@@ -37,7 +52,8 @@ export class TeamMap {
       tiles.addTo(this.map);
     }
     // Trails get their own pane below the markers, so a marker is never hidden by its own trail.
-    this.map.createPane("trails").style.zIndex = 390;
+    this.map.createPane("trails").style.zIndex = "390";
+    /** @type {L.Polyline[]} */
     this.trail = [];
     for (let step = 0; step < TRAIL_STEPS; step += 1) {
       this.trail.push(L.polyline([], {
@@ -50,8 +66,11 @@ export class TeamMap {
       }).addTo(this.map));
     }
     this.layer = L.layerGroup().addTo(this.map);
+    /** @type {Map<number, L.CircleMarker>} */
     this.markers = new Map(); // worker id -> L.circleMarker
+    /** @type {Map<number, { state: WorkerStateName, name: string, label: HTMLElement }>} */
     this.drawn = new Map(); // worker id -> {state, name, label}: what the marker shows now
+    /** @type {number | null} */
     this.followed = null;
 
     // Following stops as soon as the user moves the map themselves; programmatic pans fire
@@ -64,9 +83,13 @@ export class TeamMap {
     if (window.ResizeObserver) new ResizeObserver(() => this.map.invalidateSize()).observe(element);
   }
 
-  /** Draw or move a worker's marker; cheap when nothing but the position changed. */
+  /**
+   * Draw or move a worker's marker; cheap when nothing but the position changed.
+   * @param {Worker} worker
+   */
   show(worker) {
     if (worker.lat === null) return;
+    /** @type {LatLng} */
     const latlng = [worker.lat, worker.lng];
     let marker = this.markers.get(worker.id);
     if (!marker) {
@@ -87,7 +110,10 @@ export class TeamMap {
     }
   }
 
-  /** Restyle or rename a worker's marker without moving it (presence, staleness). */
+  /**
+   * Restyle or rename a worker's marker without moving it (presence, staleness).
+   * @param {Worker} worker
+   */
   restyle(worker) {
     const marker = this.markers.get(worker.id);
     if (!marker) return;
@@ -102,6 +128,7 @@ export class TeamMap {
     }
   }
 
+  /** @param {number} id */
   remove(id) {
     const marker = this.markers.get(id);
     if (!marker) return;
@@ -110,7 +137,10 @@ export class TeamMap {
     this.drawn.delete(id);
   }
 
-  /** Follow a worker (or nobody, with null): centre on it now and pan as it moves. */
+  /**
+   * Follow a worker (or nobody, with null): centre on it now and pan as it moves.
+   * @param {Worker | null} worker
+   */
   follow(worker) {
     const previous = this.followed;
     this.followed = worker ? worker.id : null;
@@ -132,8 +162,12 @@ export class TeamMap {
     }
   }
 
-  /** Draw a worker's trail (or none, with null) as TRAIL_STEPS runs sharing their end points. */
+  /**
+   * Draw a worker's trail (or none, with null) as TRAIL_STEPS runs sharing their end points.
+   * @param {Worker | null} worker
+   */
   drawTrail(worker) {
+    /** @type {LatLng[]} */
     const points = worker ? worker.trail.map((point) => [point[0], point[1]]) : [];
     const size = Math.max(1, Math.ceil((points.length - 1) / TRAIL_STEPS));
     // Count runs back from the newest point, so that a short trail is drawn in the boldest steps.
@@ -144,8 +178,12 @@ export class TeamMap {
     }
   }
 
-  /** Fit every worker with a known position into view; return whether there was any. */
+  /**
+   * Fit every worker with a known position into view; return whether there was any.
+   * @param {Iterable<Worker>} workers
+   */
   fitTeam(workers) {
+    /** @type {LatLng[]} */
     const points = [];
     for (const worker of workers) if (worker.lat !== null) points.push([worker.lat, worker.lng]);
     if (points.length === 0) return false;

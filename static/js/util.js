@@ -1,9 +1,14 @@
+// @ts-check
 // Small helpers shared by the map page: building elements with text (how this app escapes what
 // users typed), "time ago" labels, and the URLs of the socket and of the login page.
 
 /**
  * Create an element whose text is set with textContent, so that names such as
  * `<img src=x onerror=alert(1)>` show literally instead of being parsed as HTML.
+ * @param {string} tag
+ * @param {{ className?: string, text?: unknown, attrs?: Record<string, unknown> }} [options]
+ * @param {(Node | string)[]} [children]
+ * @returns {HTMLElement}
  */
 export function el(tag, { className, text, attrs } = {}, children = []) {
   const node = document.createElement(tag);
@@ -16,7 +21,11 @@ export function el(tag, { className, text, attrs } = {}, children = []) {
   return node;
 }
 
-/** Say how long ago a unix time (seconds) was: "12s ago", "3m ago", "2h ago", "4d ago". */
+/**
+ * Say how long ago a unix time (seconds) was: "12s ago", "3m ago", "2h ago", "4d ago".
+ * @param {number | null | undefined} ts
+ * @param {number} [nowSeconds]
+ */
 export function timeAgo(ts, nowSeconds = Date.now() / 1000) {
   if (ts === null || ts === undefined) return "no position yet";
   // Device clocks may run a little ahead of this browser's; never show a negative age.
@@ -27,20 +36,32 @@ export function timeAgo(ts, nowSeconds = Date.now() / 1000) {
   return `${Math.floor(age / 86400)}d ago`;
 }
 
-/** Build the WebSocket URL of a path on this page's host, secure when the page is. */
+/**
+ * Build the WebSocket URL of a path on this page's host, secure when the page is.
+ * @param {string} path
+ * @param {{ protocol: string, host: string }} [where]  the page's location
+ */
 export function socketUrl(path, where = window.location) {
   const scheme = where.protocol === "https:" ? "wss:" : "ws:";
   return `${scheme}//${where.host}${path}`;
 }
 
-/** Build the login URL that brings the user back to `nextPath` afterwards. */
+/**
+ * Build the login URL that brings the user back to `nextPath` afterwards.
+ * @param {string} loginPath
+ * @param {string} nextPath
+ */
 export function loginUrl(loginPath, nextPath) {
   // Keep slashes readable, as Django's own login_required redirect does.
   const next = encodeURIComponent(nextPath).replace(/%2F/gi, "/");
   return `${loginPath}?next=${next}`;
 }
 
-/** Whether a value is a usable coordinate or timestamp (JSON gives null for missing ones). */
+/**
+ * Whether a value is a usable coordinate or timestamp (JSON gives null for missing ones).
+ * @param {unknown} value
+ * @returns {value is number}
+ */
 export function isNumber(value) {
   return typeof value === "number" && Number.isFinite(value);
 }

@@ -1,29 +1,51 @@
+// @ts-check
 // The team's workers as this page knows them (presence, last position, a short trail each) and
 // the rule that turns those into online / stale / offline. No DOM and no Leaflet here.
 
 import { isNumber } from "./util.js";
 
-const OPTIONAL_FIELDS = ["acc", "speed", "heading"];
+/** @typedef {import("./types.js").Worker} Worker */
+/** @typedef {import("./types.js").WorkerStateName} WorkerStateName */
+/** @typedef {import("./types.js").SnapshotWorker} SnapshotWorker */
+/** @typedef {import("./types.js").FeedPosition} FeedPosition */
+/** @typedef {import("./types.js").PresenceFrame} PresenceFrame */
 
-/** Return "offline", "stale" or "online" for a worker at `nowSeconds`. */
+const OPTIONAL_FIELDS = /** @type {const} */ (["acc", "speed", "heading"]);
+
+/**
+ * Return "offline", "stale" or "online" for a worker at `nowSeconds`.
+ * @param {Pick<Worker, "online" | "ts">} worker
+ * @param {number} nowSeconds
+ * @param {number} staleAfter  seconds
+ * @returns {WorkerStateName}
+ */
 export function workerState(worker, nowSeconds, staleAfter) {
   if (!worker.online) return "offline";
   if (worker.ts === null || nowSeconds - worker.ts > staleAfter) return "stale";
   return "online";
 }
 
+/** @param {number} id */
 function fallbackName(id) {
   return `Worker ${id}`;
 }
 
 export class WorkerStore {
+  /** @param {Pick<import("./types.js").Config, "staleAfter" | "trailPoints" | "trailSeconds">} config */
   constructor({ staleAfter, trailPoints, trailSeconds }) {
     this.staleAfter = staleAfter;
     this.trailPoints = trailPoints;
     this.trailSeconds = trailSeconds;
+    /** @type {Map<number, Worker>} */
     this.workers = new Map(); // id -> worker
   }
 
+  /**
+   * @param {number} id
+   * @param {string} name
+   * @param {boolean} online
+   * @returns {Worker}
+   */
   blank(id, name, online) {
     return {
       id, name, online,
@@ -37,6 +59,9 @@ export class WorkerStore {
    * Replace everything with a snapshot's workers. Trails of workers still on the team are kept
    * (they are history the server does not resend), cut back to the snapshot's position.
    * Return the ids that are gone.
+   * @param {SnapshotWorker[]} entries
+   * @param {number} nowSeconds
+   * @returns {number[]}
    */
   replaceAll(entries, nowSeconds) {
     // Refill the same Map: window.teamtrack.workers and other holders keep seeing the truth.
@@ -60,6 +85,9 @@ export class WorkerStore {
   /**
    * Apply a positions batch in one pass; return the workers that moved, and those that the
    * snapshot did not know (created on the spot) among them marked with `created`.
+   * @param {FeedPosition[]} positions
+   * @param {number} nowSeconds
+   * @returns {{ moved: Worker[], created: Worker[] }}
    */
   applyPositions(positions, nowSeconds) {
     const moved = [];
@@ -84,7 +112,12 @@ export class WorkerStore {
     return { moved, created };
   }
 
-  /** Apply a presence frame; return the worker and whether it is new. */
+  /**
+   * Apply a presence frame; return the worker and whether it is new.
+   * @param {PresenceFrame} frame
+   * @param {number} nowSeconds
+   * @returns {{ worker: Worker | null, created: boolean }}
+   */
   applyPresence(frame, nowSeconds) {
     if (!Number.isInteger(frame.id)) return { worker: null, created: false };
     let worker = this.workers.get(frame.id);
@@ -99,7 +132,11 @@ export class WorkerStore {
     return { worker, created };
   }
 
-  /** Recompute a worker's state as time passes; return whether it changed. */
+  /**
+   * Recompute a worker's state as time passes; return whether it changed.
+   * @param {Worker} worker
+   * @param {number} nowSeconds
+   */
   refresh(worker, nowSeconds) {
     const state = workerState(worker, nowSeconds, this.staleAfter);
     if (state === worker.state) return false;
@@ -107,12 +144,18 @@ export class WorkerStore {
     return true;
   }
 
+  /** @returns {{ online: number, total: number }} */
   counts() {
     let online = 0;
     for (const worker of this.workers.values()) if (worker.online) online += 1;
     return { online, total: this.workers.size };
   }
 
+  /**
+   * Move a worker to a position (checked by the caller) and extend its trail, bounded.
+   * @param {Worker} worker
+   * @param {Pick<FeedPosition, "lat" | "lng" | "ts" | "acc" | "speed" | "heading">} position
+   */
   place(worker, position) {
     worker.lat = position.lat;
     worker.lng = position.lng;
