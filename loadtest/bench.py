@@ -4,7 +4,7 @@ on the real local cluster (nginx, N daphne replicas, Redis or Kafka), measured i
     python -m loadtest.bench [--layer redis|redis-core|kafka] [--replicas 2] [--quick]
 
 For each mode (bare: frames received and dropped; stock: one group_send per position and one
-encode per manager, tracking/stock.py; batched: TeamTrack's relay) it starts the cluster, then:
+encode per manager, loadtest/stock.py; batched: TeamTrack's relay) it starts the cluster, then:
 - idle: holds idle device sockets on one replica and reports its memory per connection;
 - steps: raises the number of devices sending one position a second until a step is not
   sustained (p99 latency above 250 ms, a latest position missing, an error, or the generator
@@ -19,32 +19,31 @@ cores and the git revision. It also writes the provisioned tokens for the locust
 import argparse
 import json
 import math
-import multiprocessing
-import os
-import sys
-import tempfile
 import time
 import urllib.request
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import redis
-
-from deploy.cluster import LocalCluster, login, manage, raise_open_file_limit
-from loadtest import generator
-from loadtest.generator import LATENCY_BINS, percentile
-from loadtest.machine import children, cpu_model, git_revision, process_cpu, process_rss
+from deploy.cluster import LocalCluster, manage
+from loadtest.fleet import Generators, delivery, watch_entries
+from loadtest.generator import LATENCY_BINS
+from loadtest.machine import children, process_cpu, process_rss
+from loadtest.runs import (
+    PASSWORD,
+    begin_run,
+    flush_window,
+    log,
+    provision_teams,
+    redis_pid,
+    redis_url,
+    run_facts,
+    start_broker,
+)
 
 RESULTS = Path(__file__).with_name("results")
 MODES = ("bare", "stock", "batched")
-PASSWORD = "bench-password-123"
 P99_LIMIT_MS = 250
 SENT_SHARE = 0.98  # below this share of the offered rate, the generator (or machine) fell behind
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
 
 
 # ---------------------------------------------------------------- processes and /proc
@@ -71,142 +70,6 @@ class ServerProcesses:
 
 def cpu_delta(after: dict, before: dict) -> dict:
     return {name: after[name] - before[name] for name in after}
-
-
-# ---------------------------------------------------------------- load generator processes
-
-
-class Generators:
-    """Load generator processes, each with a share of the devices (round robin)."""
-
-    def __init__(
-        self, url: str, devices: list[tuple[int, str]], count: int, period: float, window: float
-    ):
-        context = multiprocessing.get_context("spawn")
-        self.count = count
-        self.pipes, self.processes = [], []
-        for index in range(count):
-            ours, theirs = context.Pipe()
-            process = context.Process(
-                target=generator.main,
-                args=(theirs,),
-                kwargs={
-                    "base_url": url.replace("http", "ws", 1),
-                    "devices": devices[index::count],
-                    "period": period,
-                    "seed": index,
-                    "window": window,
-                },
-                daemon=True,
-            )
-            process.start()
-            self.pipes.append(ours)
-            self.processes.append(process)
-
-    def ask_all(self, commands: list) -> list:
-        for pipe, command in zip(self.pipes, commands, strict=True):
-            pipe.send(command)
-        return [pipe.recv() for pipe in self.pipes]
-
-    def local_counts(self, devices: int) -> list[int]:
-        """How many of each process's devices make the first `devices` overall."""
-        return [max(0, math.ceil((devices - index) / self.count)) for index in range(self.count)]
-
-    def connect_devices(self, devices: int, url: str | None = None) -> int:
-        extra = {"url": url.replace("http", "ws", 1)} if url else {}
-        replies = self.ask_all(
-            [("connect_devices", {"count": n, **extra}) for n in self.local_counts(devices)]
-        )
-        failures = [f for reply in replies for f in reply["failures"]]
-        if failures:
-            log(f"    connect failures, e.g. {failures[:2]}")
-        return sum(reply["open"] for reply in replies)
-
-    def churn(self, fraction: float) -> dict:
-        """Close and reopen a `fraction` of each process's active device sockets."""
-        replies = self.ask_all([("churn", {"fraction": fraction})] * self.count)
-        return {
-            "churned": sum(r["churned"] for r in replies),
-            "open": sum(r["open"] for r in replies),
-            "failures": [f for r in replies for f in r["failures"]],
-        }
-
-    def connect_watches(self, watches: list) -> int:
-        replies = self.ask_all(
-            [("connect_watches", watches[index :: self.count]) for index in range(self.count)]
-        )
-        failures = [f for reply in replies for f in reply["failures"]]
-        if failures:
-            raise RuntimeError(f"manager sockets failed: {failures[:2]}")
-        return sum(reply["open"] for reply in replies)
-
-    def run(self, devices: int) -> None:
-        self.ask_all([("run", n) for n in self.local_counts(devices)])
-
-    def collect(self) -> dict:
-        """Merge what every process saw since the last collect."""
-        reports = self.ask_all([("collect", None)] * self.count)
-        merged = {
-            key: sum(r[key] for r in reports)
-            for key in (
-                "sent",
-                "sent_total",
-                "send_failures",
-                "error_frames",
-                "closed",
-                "positions_received",
-            )  # fmt: skip
-        }
-        # Cores the generator processes used together since the last collect.
-        merged["cpu_cores"] = sum(r["cpu"] for r in reports) / max(r["seconds"] for r in reports)
-        merged["latency"] = [
-            sum(bins) for bins in zip(*(r["latency"] for r in reports), strict=True)
-        ]
-        merged["last_sent"] = {k: v for r in reports for k, v in r["last_sent"].items()}
-        merged["watches"] = [w for r in reports for w in r["watches"]]
-        return merged
-
-    def close(self) -> None:
-        try:
-            self.ask_all([("close", None)] * self.count)
-        finally:
-            for process in self.processes:
-                process.join(10)
-                if process.is_alive():
-                    process.kill()
-
-
-def watch_entries(url: str, sessions: dict, teams: list[dict], sockets_per_team: int = 1) -> list:
-    """Manager sockets for these teams: log in (once per manager) and build their headers."""
-    missing = [t["managers"][0] for t in teams if t["managers"][0] not in sessions]
-    with ThreadPoolExecutor(4) as pool:
-        logins = pool.map(lambda u: login(url, u, PASSWORD, timeout=60), missing)
-        sessions.update(zip(missing, logins, strict=True))
-    return [
-        (team["id"], team["slug"], dict(sessions[team["managers"][0]]))
-        for team in teams
-        for _ in range(sockets_per_team)
-    ]
-
-
-def delivery(report: dict, team_workers: dict, active: set[int], elapsed: float) -> dict:
-    """Delivered rate, latency, and the share of active workers' latest positions at managers."""
-    last_sent = report["last_sent"]
-    expected = matched = 0
-    for watch in report["watches"]:
-        for worker_id in team_workers[watch["team_id"]]:
-            if worker_id in active:
-                expected += 1
-                matched += watch["seen"].get(worker_id) == last_sent.get(worker_id)
-    histogram = report["latency"]
-    return {
-        "delivered_per_s": round(report["positions_received"] / elapsed),
-        "latency_ms": {
-            name: percentile(histogram, q)
-            for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
-        },
-        "latest_delivered_pct": round(100 * matched / max(expected, 1), 2),
-    }
 
 
 # ---------------------------------------------------------------- one mode on one cluster
@@ -461,24 +324,13 @@ def provision(env: dict, args) -> dict:
     }
 
 
-def provision_teams(env: dict, *, teams: int, workers: int, prefix: str, name: str) -> list[dict]:
-    """Create teams PREFIX-1..N of `workers` each (one manager each), written to BENCH_DIR/name."""
-    output = Path(env["BENCH_DIR"]) / name
-    manage(env, "provision", "--teams", str(teams), "--workers", str(workers),
-           "--prefix", prefix, "--password", PASSWORD, "--output", str(output))  # fmt: skip
-    return json.loads(output.read_text())["teams"]
-
-
-def redis_pid(url: str) -> int:
-    return redis.Redis.from_url(url).info("server")["process_id"]
-
-
 def run_mode(mode: str, args, world: dict, base_env: dict, broker_pids: list[int]) -> dict:
     log(f"\n== {mode} ({args.layer}, {args.replicas} replicas) ==")
     env = {**base_env, "REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}"}
-    if mode == "stock":
-        env["RELAY_MODE"] = "stock"
-    application = "loadtest.bare:application" if mode == "bare" else "teamtrack.asgi:application"
+    application = {
+        "bare": "loadtest.bare:application",
+        "stock": "loadtest.stock:application",
+    }.get(mode, "teamtrack.asgi:application")
     workdir = Path(base_env["BENCH_DIR"]) / mode
     cluster = LocalCluster(
         replicas=args.replicas,
@@ -640,17 +492,6 @@ def parse_args(argv=None):
     return args
 
 
-def begin_run(tool: str, argv, workdir: Path | None) -> tuple[str, str, Path, dict[str, str]]:
-    """Start a run of `python -m loadtest.<tool>`: return the revision of the code that runs
-    (read before anyone edits the tree), the command line, the work folder and the cluster's
-    environment; lift the open-file limit."""
-    revision = git_revision()
-    raise_open_file_limit()
-    command = f"python -m loadtest.{tool} " + " ".join(sys.argv[1:] if argv is None else argv)
-    workdir = Path(workdir or tempfile.mkdtemp(prefix=f"teamtrack-{tool}-"))
-    return revision, command, workdir, environment(workdir)
-
-
 def main(argv=None) -> dict:
     args = parse_args(argv)
     revision, command, workdir, env = begin_run("bench", argv, args.workdir)
@@ -674,51 +515,8 @@ def main(argv=None) -> dict:
     return result
 
 
-def environment(workdir: Path) -> dict:
-    """The environment of manage.py and the cluster: a SQLite database in the work folder."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "teamtrack.settings",
-        "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
-        "BENCH_DIR": str(workdir),
-        "LOG_LEVEL": "WARNING",
-    }
-
-
-def start_broker(layer: str, env: dict):
-    """On Kafka with no broker named, start tansu and name it in `env`; return it (or None)."""
-    if layer != "kafka" or "KAFKA_BOOTSTRAP_SERVERS" in os.environ:
-        return None
-    from deploy.tansu import KafkaBroker
-
-    broker = KafkaBroker().start()
-    env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
-    return broker
-
-
-def flush_window() -> float:
-    return int(os.environ.get("FLUSH_WINDOW_MS", 100)) / 1000
-
-
-def redis_url() -> str:
-    return os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
 def result_name(args) -> str:
     return args.name or f"bench-{args.layer}" + ("-quick" if args.quick else "")
-
-
-def run_facts(args, revision: str, command: str) -> dict:
-    """What every results file says of its run: how it was started, on what code and machine."""
-    return {
-        "command": command,
-        "revision": revision,
-        "cores": os.cpu_count(),
-        "cpu_model": cpu_model(),
-        "layer": args.layer,
-        "replicas": args.replicas,
-    }
 
 
 def write_results(args, revision: str, command: str, modes: dict, workdir: Path) -> dict:

@@ -18,6 +18,8 @@ import time
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from deploy.processes import raise_open_file_limit
+
 SLOT_SECONDS = 0.02
 LATENCY_BINS = 10_001  # 1 ms bins; the last one holds everything from 10 s up
 CONNECT_CONCURRENCY = 64
@@ -288,8 +290,7 @@ async def serve(pipe, generator: Generator, base_url: str) -> None:
 
 def main(pipe, *, base_url: str, devices: list, period: float, seed: int, window: float) -> None:
     """Entry point of a generator process."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_open_file_limit()
     generator = Generator(devices=devices, period=period, seed=seed, window=window)
     asyncio.run(serve(pipe, generator, base_url))
 

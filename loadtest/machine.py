@@ -1,42 +1,38 @@
-"""What the benchmarks read off the machine: process CPU and memory from /proc, the revision."""
+"""What the benchmarks read off the machine: a process's CPU time, memory and children (psutil),
+the CPU model, the revision of the code."""
 
-import os
 import platform
 import subprocess
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def process_cpu(pid: int) -> float:
-    """CPU seconds a process has used (user + system), from /proc; 0 once it is gone."""
+    """CPU seconds a process has used (user + system, not its children's); 0 once it is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.NoSuchProcess:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return times.user + times.system
 
 
 def process_rss(pid: int) -> int:
-    """Resident memory of a process in bytes, from /proc."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    """Resident memory of a process in bytes; raises ProcessLookupError once it is gone."""
+    try:
+        return psutil.Process(pid).memory_info().rss
+    except psutil.NoSuchProcess:
+        raise ProcessLookupError(f"no process {pid}") from None
 
 
 def children(pid: int) -> list[int]:
-    """The processes whose parent is `pid` (nginx's workers, say)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(stat[1]) == pid:
-                found.append(int(entry.name))
-    return found
+    """The processes whose parent is `pid` (nginx's workers, say); none once it is gone."""
+    try:
+        return [child.pid for child in psutil.Process(pid).children()]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def git_revision() -> str:
@@ -50,6 +46,7 @@ def git_revision() -> str:
 
 
 def cpu_model() -> str:
+    """The CPU's marketing name. psutil does not give it, so it comes from /proc/cpuinfo."""
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()

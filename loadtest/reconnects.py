@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--debug", action="store_true", help="run with DEBUG on (query log)")
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
     args = parser.parse_args()
+    revision = git_revision()  # of the code that runs, read before anyone edits the tree
     env = {"DEBUG": "true" if args.debug else "false", "SECRET_KEY": SECRET}
     cluster = LocalCluster(replicas=1, layer="memory", env=env, workdir=Path(tempfile.mkdtemp()))
     cluster.manage("migrate", "--verbosity", "0")
@@ -63,7 +64,7 @@ def main() -> None:
     finally:
         cluster.stop()
     name = "reconnects-debug" if args.debug else "reconnects"
-    result = {"revision": git_revision(), "debug": args.debug, "samples": samples}
+    result = {"revision": revision, "debug": args.debug, "samples": samples}
     (args.output_dir / f"{name}.json").write_text(json.dumps(result, indent=1))
     rows = "\n".join(f"| {s['cycles']} | {s['rss_mb']} |" for s in samples)
     (args.output_dir / f"{name}.md").write_text(

@@ -31,10 +31,19 @@ import uuid
 from pathlib import Path
 
 from deploy.cluster import LocalCluster, manage
-from loadtest import bench
-from loadtest.bench import Generators, log
+from loadtest.fleet import Generators, delivery, watch_entries
 from loadtest.generator import LATENCY_BINS, latency_histogram, percentile
 from loadtest.machine import children, process_cpu, process_rss
+from loadtest.runs import (
+    begin_run,
+    flush_window,
+    log,
+    provision_teams,
+    redis_pid,
+    redis_url,
+    run_facts,
+    start_broker,
+)
 
 RESULTS = Path(__file__).with_name("results")
 CHURN_SECONDS = 60
@@ -79,7 +88,7 @@ class Processes:
         self.nginx = cluster.nginx.pid
         self.pids = {f"daphne {i}": p.pid for i, p in enumerate(cluster.replicas)}
         self.pids["nginx master"] = self.nginx
-        self.pids["redis-server"] = bench.redis_pid(bench.redis_url())
+        self.pids["redis-server"] = redis_pid(redis_url())
         if broker is not None:
             self.pids["tansu"] = broker.process.pid
         self.pids |= {f"generator {i}": p.pid for i, p in enumerate(generators.processes)}
@@ -96,7 +105,7 @@ class Processes:
 def read_process(pid: int) -> dict:
     try:
         rss = round(process_rss(pid) / 2**20, 2)
-    except OSError:  # gone
+    except ProcessLookupError:  # gone
         return {"pid": pid, "rss_mb": None, "cpu_s": None}
     return {"pid": pid, "rss_mb": rss, "cpu_s": round(process_cpu(pid), 2)}
 
@@ -125,9 +134,7 @@ class Soak:
 
     def run(self, write) -> None:
         args, generators = self.args, self.generators
-        watches = bench.watch_entries(
-            self.cluster.url, {}, self.world["teams"], args.managers_per_team
-        )
+        watches = watch_entries(self.cluster.url, {}, self.world["teams"], args.managers_per_team)
         opened = generators.connect_watches(watches)
         self.devices_open = generators.connect_devices(args.devices)
         generators.run(args.devices)
@@ -172,7 +179,7 @@ class Soak:
         now = time.monotonic()
         elapsed, self.last_collect = now - self.last_collect, now
         active = {worker_id for worker_id, _ in self.world["devices"]}
-        delivered = bench.delivery(report, self.world["team_workers"], active, elapsed)
+        delivered = delivery(report, self.world["team_workers"], active, elapsed)
         seconds = now - self.started
         warm = seconds >= self.args.warmup
         if warm:
@@ -414,14 +421,14 @@ def provision(env: dict, args) -> dict:
     team_count = math.ceil(args.devices / args.team_size)
     log(f"Provisioning {team_count} teams of {args.team_size} ...")
     manage(env, "migrate", "--verbosity", "0")
-    teams = bench.provision_teams(
+    teams = provision_teams(
         env, teams=team_count, workers=args.team_size, prefix="soak", name="teams.json"
     )
     return {
         "teams": teams,
         "devices": [(w["id"], w["token"]) for t in teams for w in t["workers"]][: args.devices],
         "team_workers": {t["id"]: [w["id"] for w in t["workers"]] for t in teams},
-        "flush_window": bench.flush_window(),
+        "flush_window": flush_window(),
     }
 
 
@@ -431,12 +438,12 @@ def interrupt(signum, frame):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    revision, command, workdir, env = bench.begin_run("soak", argv, args.workdir)
+    revision, command, workdir, env = begin_run("soak", argv, args.workdir)
     # A plain `kill` stops the run like Ctrl-C: the cluster is stopped and the results kept.
     signal.signal(signal.SIGTERM, interrupt)
     result = {
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        **bench.run_facts(args, revision, command),
+        **run_facts(args, revision, command),
         "planned_minutes": round(args.seconds / 60, 1),
         "settings": {
             key: getattr(args, key)
@@ -469,7 +476,7 @@ def main(argv=None) -> dict:
 
     broker = None
     try:
-        broker = bench.start_broker(args.layer, env)
+        broker = start_broker(args.layer, env)
         world = provision(env, args)
         result["teams"] = len(world["teams"])
         result["manager_sockets"] = len(world["teams"]) * args.managers_per_team

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from deploy.cluster import raise_open_file_limit
+from deploy.processes import raise_open_file_limit
 from tests.browser.conftest import DESKTOP, PHONE, STALE_AFTER_SECONDS
 from tests.e2e.conftest import PASSWORD, ROOT
 

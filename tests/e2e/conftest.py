@@ -13,29 +13,12 @@ import psycopg
 import pytest
 import redis
 
-from deploy.cluster import (
-    DAPHNE_MAX_MESSAGE_BYTES,
-    LocalCluster,
-    free_port,
-    login,
-    manage,
-    wait_for,
-)
+from deploy.cluster import DAPHNE_MAX_MESSAGE_BYTES, LocalCluster, login, manage
+from deploy.processes import free_port, terminate, wait_for
 from tracking.tests.kafka_broker import kafka_broker  # noqa: F401 - a fixture for the cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "e2e-password-123"  # of every manager the end-to-end tests create
-
-
-def terminate(process: subprocess.Popen) -> None:
-    """Stop a process politely (SIGTERM), or kill it if it does not stop within 10 s."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 class Server:
@@ -66,6 +49,7 @@ class Server:
         try:
             wait_for(f"{self.base}/healthz", self.process)
         except RuntimeError as error:
+            self.stop()  # one that never answered must not outlive the test
             raise AssertionError(f"{error}\n{self.output()}") from None
 
     def start_daphne(self, **teams: str) -> dict[str, str]:
@@ -152,6 +136,7 @@ class RedisServer:
         deadline = time.monotonic() + 10
         while not self._answers():
             if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
                 raise RuntimeError(f"redis-server did not start:\n{self.log_path.read_text()}")
             time.sleep(0.05)
         return self

@@ -14,7 +14,8 @@ import psycopg
 import pytest
 import websockets
 
-from deploy.cluster import LocalCluster, raise_open_file_limit
+from deploy.cluster import LocalCluster
+from deploy.processes import raise_open_file_limit
 from tests.e2e.clients import Device, ManagerSession, close_code, wait_until
 from tests.e2e.conftest import PASSWORD, POSTGRES_ADMIN_URL, login, provision
 

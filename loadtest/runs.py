@@ -1,0 +1,88 @@
+"""What a run of the benchmark (loadtest/bench.py) or the soak (loadtest/soak.py) begins with and
+says of itself: the revision, the command line, the work folder and its environment, the Kafka
+broker, the provisioned teams, the relay's settings, and the facts every results file carries."""
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import redis
+
+from deploy.cluster import manage
+from deploy.processes import raise_open_file_limit
+from deploy.tansu import KafkaBroker
+from loadtest.machine import cpu_model, git_revision
+
+PASSWORD = "bench-password-123"  # of every manager a run provisions
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def begin_run(tool: str, argv, workdir: Path | None) -> tuple[str, str, Path, dict[str, str]]:
+    """Start a run of `python -m loadtest.<tool>`: return the revision of the code that runs
+    (read before anyone edits the tree), the command line, the work folder and the cluster's
+    environment; lift the open-file limit."""
+    revision = git_revision()
+    raise_open_file_limit()
+    command = f"python -m loadtest.{tool} " + " ".join(sys.argv[1:] if argv is None else argv)
+    workdir = Path(workdir or tempfile.mkdtemp(prefix=f"teamtrack-{tool}-"))
+    return revision, command, workdir, environment(workdir)
+
+
+def environment(workdir: Path) -> dict:
+    """The environment of manage.py and the cluster: a SQLite database in the work folder."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "teamtrack.settings",
+        "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+        "BENCH_DIR": str(workdir),
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def start_broker(layer: str, env: dict) -> KafkaBroker | None:
+    """On Kafka with no broker named, start tansu and name it in `env`; return it (or None)."""
+    if layer != "kafka" or "KAFKA_BOOTSTRAP_SERVERS" in os.environ:
+        return None
+    broker = KafkaBroker().start()
+    env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+    return broker
+
+
+def provision_teams(env: dict, *, teams: int, workers: int, prefix: str, name: str) -> list[dict]:
+    """Create teams PREFIX-1..N of `workers` each (one manager each), written to BENCH_DIR/name."""
+    output = Path(env["BENCH_DIR"]) / name
+    manage(env, "provision", "--teams", str(teams), "--workers", str(workers),
+           "--prefix", prefix, "--password", PASSWORD, "--output", str(output))  # fmt: skip
+    return json.loads(output.read_text())["teams"]
+
+
+def flush_window() -> float:
+    """The relay's flush window in seconds, as the cluster's replicas read it."""
+    return int(os.environ.get("FLUSH_WINDOW_MS", 100)) / 1000
+
+
+def redis_url() -> str:
+    return os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def redis_pid(url: str) -> int:
+    """The pid of the Redis server at `url`, whose CPU and memory count as the server's."""
+    return redis.Redis.from_url(url).info("server")["process_id"]
+
+
+def run_facts(args, revision: str, command: str) -> dict:
+    """What every results file says of its run: how it was started, on what code and machine."""
+    return {
+        "command": command,
+        "revision": revision,
+        "cores": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "layer": args.layer,
+        "replicas": args.replicas,
+    }
