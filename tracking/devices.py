@@ -200,10 +200,7 @@ class DeviceSide:
                 batches = {t: b for t in team_ids if (b := self.pending.pop(t, None)) is not None}
             if not batches:
                 return True
-            results = await asyncio.gather(
-                *(step(batches) for step in self.steps), return_exceptions=True
-            )
-            failures = [result for result in results if isinstance(result, BaseException)]
+            failures = await _run_steps(self.steps, batches)
             if failures:
                 self._put_back(batches)
                 metrics.LAYER_PUBLISH_ERRORS.inc()
@@ -223,6 +220,22 @@ class DeviceSide:
                 self.pending[team_id] = failed
             else:
                 failed.merge_into(later)
+
+
+async def _run_steps(steps: list[Step], batches: dict[int, TeamBatch]) -> list[BaseException]:
+    """Run every step on the batches at once; return the failures. The first step (the live
+    feed's publish) runs in the caller itself, the others as tasks beside it: as a task of its
+    own it would start only after every socket read already queued in the event loop, and under
+    load its message then missed other replicas' delivery of the window (p99 +40 ms measured)."""
+    first, *others = steps
+    beside = [asyncio.ensure_future(step(batches)) for step in others]
+    failures = []
+    try:
+        await first(batches)
+    except Exception as error:
+        failures.append(error)
+    results = await asyncio.gather(*beside, return_exceptions=True)
+    return failures + [result for result in results if isinstance(result, BaseException)]
 
 
 async def _send_ack(socket: DeviceSocket, seq: int) -> None:

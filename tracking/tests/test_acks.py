@@ -114,23 +114,14 @@ async def open_pair(world, open_worker, open_manager):
     return worker, manager
 
 
-async def test_no_ack_while_the_layer_refuses_the_publish(
-    layer_kind, world, open_worker, open_manager, monkeypatch
+@pytest.mark.parametrize("fail_step", [fail_layer_publish, fail_state_write])
+async def test_no_ack_while_a_step_fails(
+    layer_kind, world, open_worker, open_manager, monkeypatch, fail_step
 ):
     worker, manager = await open_pair(world, open_worker, open_manager)
     fault = Fault()
-    fail_layer_publish(monkeypatch, fault)
+    fail_step(monkeypatch, fault)
     sent = frame(51.0, seq=7, ts=time.time())
-    await expect_taken_after_the_fault(world, worker, manager, open_manager, fault, sent)
-
-
-async def test_no_ack_while_the_state_write_fails(
-    layer_kind, world, open_worker, open_manager, monkeypatch
-):
-    worker, manager = await open_pair(world, open_worker, open_manager)
-    fault = Fault()
-    fail_state_write(monkeypatch, fault)
-    sent = frame(52.0, seq=8, ts=time.time())
     await expect_taken_after_the_fault(world, worker, manager, open_manager, fault, sent)
 
 
