@@ -121,7 +121,9 @@ REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
 REDIS_PREFIX = env.str("REDIS_PREFIX", default="teamtrack")
 KAFKA_BOOTSTRAP_SERVERS = env.str("KAFKA_BOOTSTRAP_SERVERS", default="127.0.0.1:9092")
 CHANNEL_LAYER_BACKENDS = {
-    "memory": {"BACKEND": "channels.layers.InMemoryChannelLayer"},
+    # The relay's one channel takes a message per team and window: Channels' default capacity
+    # of 100 would drop (silently, in group_send) with more teams than that in one process.
+    "memory": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 10_000}},
     # Default for several replicas: one publish per group message, delivered only to the
     # replicas subscribed to the group (see docs/architecture.md for the measurement).
     "redis": {

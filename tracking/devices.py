@@ -30,6 +30,10 @@ from tracking.state import RelayState
 
 logger = logging.getLogger(__name__)
 
+# Seconds a step may take before it counts as failed (and the batch is kept): a hand-off never
+# holds the next one, nor a socket's disconnect, for longer.
+STEP_TIMEOUT = 5.0
+
 # Acks a team's batch keeps waiting while it cannot be handed on: a team of 100 devices sending
 # a frame a second fills it in 100 s, and it costs about 2 MB.
 MAX_WAITING_ACKS = 10_000
@@ -89,9 +93,12 @@ Step = Callable[[dict[int, TeamBatch]], Awaitable[None]]
 class DeviceSide:
     """Takes the positions of this replica's device sockets and hands them on once a tick."""
 
-    def __init__(self, *, state: RelayState, outage: Outage, steps: list[Step]):
+    def __init__(
+        self, *, state: RelayState, state_outage: Outage, layer_outage: Outage, steps: list[Step]
+    ):
         self.state = state
-        self.outage = outage
+        self.state_outage = state_outage
+        self.layer_outage = layer_outage
         self.steps = steps
         self.workers: dict[int, LocalWorker] = {}
         self.pending: dict[int, TeamBatch] = {}
@@ -107,26 +114,33 @@ class DeviceSide:
         worker = self.workers.setdefault(worker_id, LocalWorker(team_id, name))
         worker.sockets.add(socket)
         if len(worker.sockets) == 1:
-            if version := await self.outage.guard(self.state.connection_opened(team_id, worker_id)):
+            version = await self.state_outage.guard(
+                self.state.connection_opened(team_id, worker_id)
+            )
+            if version:
                 await self.send_presence(team_id, worker_id, online=True, version=version)
 
     async def worker_disconnected(
         self, socket: DeviceSocket, *, team_id: int, worker_id: int
     ) -> None:
         """Hand on what the worker sent, then tell managers if it went offline."""
-        await self.hand_off([team_id])
+        # Forget the socket before anything can wait: daphne cancels a disconnect that takes
+        # over 10 s (a slow hand-off), and a socket left here would hold its lease for ever.
         worker = self.workers.get(worker_id)
         if worker is None:
             return
         worker.sockets.discard(socket)
-        if worker.sockets:
+        last = not worker.sockets
+        if last:
+            del self.workers[worker_id]
+        await self.hand_off([team_id])
+        if not last or self.draining or worker_id in self.workers:
+            # Draining: the device reconnects to another replica at once, so its lease is kept
+            # until it expires and its managers see no offline blink in between. In self.workers
+            # again: it reconnected here meanwhile, under the same lease.
             return
-        del self.workers[worker_id]
-        if self.draining:
-            # The device reconnects to another replica at once: keep its lease until it expires,
-            # so that its managers see no offline blink in between.
-            return
-        if version := await self.outage.guard(self.state.connection_closed(team_id, worker_id)):
+        version = await self.state_outage.guard(self.state.connection_closed(team_id, worker_id))
+        if version:
             await self.send_presence(
                 team_id, worker_id, online=False, version=version, name=worker.name
             )
@@ -140,7 +154,9 @@ class DeviceSide:
         message = feed.presence_message(
             team_id, worker_id, name=name, online=online, version=version
         )
-        await self.outage.guard(get_channel_layer().group_send(feed.team_group(team_id), message))
+        await self.layer_outage.guard(
+            get_channel_layer().group_send(feed.team_group(team_id), message)
+        )
 
     def sockets_of(self, worker_id: int) -> list[DeviceSocket]:
         worker = self.workers.get(worker_id)
@@ -191,8 +207,8 @@ class DeviceSide:
 
     async def hand_off(self, team_ids: Iterable[int] | None = None) -> bool:
         """Run the pending batches (of these teams, or all) through every step at once, and
-        acknowledge their frames if every step took them; else keep them for the next time.
-        Return whether they were taken."""
+        acknowledge their frames if every step took them; else keep them for the next time
+        (also if the hand-off is cancelled). Return whether they were taken."""
         async with self.handing_off:
             if team_ids is None:
                 batches, self.pending = self.pending, {}
@@ -200,14 +216,15 @@ class DeviceSide:
                 batches = {t: b for t in team_ids if (b := self.pending.pop(t, None)) is not None}
             if not batches:
                 return True
-            failures = await _run_steps(self.steps, batches)
+            failures = None
+            try:
+                failures = await _run_steps(self.steps, batches)
+            finally:
+                if failures != []:
+                    self._put_back(batches)
             if failures:
-                self._put_back(batches)
                 metrics.LAYER_PUBLISH_ERRORS.inc()
-                metrics.RELAY_ERRORS.inc(len(failures))
-                self.outage.failed(failures[0])
                 return False
-            self.outage.recovered()
             for batch in batches.values():
                 for socket, seq in batch.acks:
                     await _send_ack(socket, seq)
@@ -223,15 +240,19 @@ class DeviceSide:
 
 
 async def _run_steps(steps: list[Step], batches: dict[int, TeamBatch]) -> list[BaseException]:
-    """Run every step on the batches at once; return the failures. The first step (the live
-    feed's publish) runs in the caller itself, the others as tasks beside it: as a task of its
-    own it would start only after every socket read already queued in the event loop, and under
-    load its message then missed other replicas' delivery of the window (p99 +40 ms measured)."""
+    """Run every step on the batches at once, each for at most STEP_TIMEOUT; return the failures.
+    The first step (the live feed's publish) runs in the caller itself, the others as tasks
+    beside it: as a task of its own it would start only after every socket read already queued
+    in the event loop, and under load its message then missed other replicas' delivery of the
+    window (p99 +40 ms measured at 2,000 devices)."""
     first, *others = steps
-    beside = [asyncio.ensure_future(step(batches)) for step in others]
+    beside = [
+        asyncio.ensure_future(asyncio.wait_for(step(batches), STEP_TIMEOUT)) for step in others
+    ]
     failures = []
     try:
-        await first(batches)
+        async with asyncio.timeout(STEP_TIMEOUT):  # not wait_for: that would make it a task
+            await first(batches)
     except Exception as error:
         failures.append(error)
     results = await asyncio.gather(*beside, return_exceptions=True)

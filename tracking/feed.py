@@ -33,6 +33,7 @@ def presence_message(
         "team_id": team_id,
         "worker_id": worker_id,
         "version": version,
+        "online": online,
         "text": protocol.encode_presence(worker_id, name, online),
     }
 

@@ -59,15 +59,15 @@ class Relay:
         self.flush_window = flush_window
         self.lease_renewal = lease_renewal
         self.clock = clock or WallClock()
-        self.outage = Outage()
-        self.devices = DeviceSide(
-            state=state, outage=self.outage, steps=[self.publish, self.store_latest]
-        )
+        self.layer_outage, self.state_outage = Outage("channel layer"), Outage("state")
+        outages = {"layer_outage": self.layer_outage, "state_outage": self.state_outage}
+        self.devices = DeviceSide(state=state, steps=[self.publish, self.store_latest], **outages)
         self.managers = ManagerSide(
-            state=state, outage=self.outage, slow_manager_timeout=slow_manager_timeout
+            state=state, slow_manager_timeout=slow_manager_timeout, **outages
         )
         self.managers.spawn = self._spawn
-        self.outage.on_recovery = lambda: self._spawn(self._catch_up())
+        for outage in outages.values():
+            outage.on_recovery = lambda: self._spawn(self._catch_up())
         self.channel: str | None = None
         self.channel_lock = asyncio.Lock()
         self.ticking: asyncio.Task | None = None
@@ -124,14 +124,14 @@ class Relay:
             if batch.positions
         ]
         started = time.perf_counter()
-        await feed.group_send_many(get_channel_layer(), messages)
+        await _reporting(self.layer_outage, feed.group_send_many(get_channel_layer(), messages))
         metrics.RELAY_FLUSH_SECONDS.labels("publish").observe(time.perf_counter() - started)
 
     async def store_latest(self, batches: dict[int, TeamBatch]) -> None:
         """Write each team's newest positions to the shared state, for managers' snapshots."""
         positions = {team_id: b.positions for team_id, b in batches.items() if b.positions}
         if positions:
-            await self.state.store_latest(positions)
+            await _reporting(self.state_outage, self.state.store_latest(positions))
 
     # ------------------------------------------------------------ the clock
 
@@ -175,7 +175,7 @@ class Relay:
             try:
                 await self.renew_and_reap()
             except Exception:
-                self.outage.failed()
+                self.state_outage.failed()
 
     async def renew_and_reap(self) -> None:
         """Renew the leases of local sockets; report workers that came back or whose replica died."""
@@ -184,7 +184,7 @@ class Relay:
                 await self.devices.send_presence(team_id, worker_id, online=True, version=version)
         for team_id, worker_id, version in await self.state.reap():
             await self.devices.send_presence(team_id, worker_id, online=False, version=version)
-        self.outage.recovered()
+        self.state_outage.recovered()
 
     # ------------------------------------------------------------ the relay's channel
 
@@ -218,7 +218,7 @@ class Relay:
             try:
                 message = await layer.receive(self.channel)
             except Exception:
-                self.outage.failed()
+                self.layer_outage.failed()
                 await asyncio.sleep(1)
                 continue
             try:
@@ -258,6 +258,18 @@ class Relay:
         for task in [*self.tasks, self.ticking]:
             if task is not None:
                 task.cancel()
+        self.ticking = None
+
+
+async def _reporting(outage: Outage, operation) -> None:
+    """Await a step's operation, reporting its failure (and re-raising it) or its success."""
+    try:
+        await operation
+    except Exception as error:
+        metrics.RELAY_ERRORS.inc()
+        outage.failed(error)
+        raise
+    outage.recovered()
 
 
 def build_relay(relay_class: type[Relay] = Relay) -> Relay:

@@ -11,6 +11,7 @@ missed is held, conflated, and sent when it drains; after `slow_manager_timeout`
 with 4408.
 """
 
+import asyncio
 import logging
 import time
 from typing import Protocol
@@ -45,23 +46,37 @@ class RelayUnavailable(Exception):
 class TeamWatch:
     """A team watched here: its sockets and what they have been sent."""
 
-    def __init__(self, snapshot_version: int = 0):
+    def __init__(self):
         self.sockets: set[ManagerSocket] = set()
+        self.joining: asyncio.Future | None = None  # this replica joining the team's group
+        self.arriving = 0  # sockets between joining and their snapshot
         # What arrived this window, newest per worker, to deliver at the window's delivery.
         self.outgoing: dict[int, FeedPosition] = {}
         # The newest position delivered per worker, and presence versions (from the team's
         # first snapshot here on), so that nothing older is delivered after them.
         self.delivered: dict[int, FeedPosition] = {}
         self.presence_versions: dict[int, int] = {}
-        self.snapshot_version = snapshot_version
+        self.snapshot_version: int | None = None
+        # Who the maps here were last told is online, and the workers' names, so that a
+        # presence change lost in an outage can be told again (catch_up).
+        self.online: set[int] = set()
+        self.names: dict[int, str] = {}
 
 
 class ManagerSide:
     """Serves the manager sockets of this replica."""
 
-    def __init__(self, *, state: RelayState, outage: Outage, slow_manager_timeout: float):
+    def __init__(
+        self,
+        *,
+        state: RelayState,
+        state_outage: Outage,
+        layer_outage: Outage,
+        slow_manager_timeout: float,
+    ):
         self.state = state
-        self.outage = outage
+        self.state_outage = state_outage
+        self.layer_outage = layer_outage
         self.slow_manager_timeout = slow_manager_timeout
         self.teams: dict[int, TeamWatch] = {}
         self.held: dict[ManagerSocket, HeldFrames] = {}  # sockets whose buffer is full
@@ -79,31 +94,46 @@ class ManagerSide:
         roster: list[tuple[int, str]],
     ) -> None:
         """Send a manager socket its team's snapshot, then every frame of the team."""
+        watch = self.teams.get(team_id)
+        if watch is None:
+            watch = self.teams[team_id] = TeamWatch()
+            # Join before taking the snapshot, so that nothing sent in between is missed; once,
+            # however many of the team's sockets connect at the same time.
+            watch.joining = asyncio.ensure_future(
+                get_channel_layer().group_add(feed.team_group(team_id), self.channel)
+            )
+        watch.arriving += 1
         try:
-            first_here = team_id not in self.teams
-            if first_here:
-                # Join before taking the snapshot, so that nothing sent in between is missed.
-                await get_channel_layer().group_add(feed.team_group(team_id), self.channel)
-                # Sockets of the team connecting at once may each have joined: keep one watch.
-                self.teams.setdefault(team_id, TeamWatch())
+            await asyncio.shield(watch.joining)
             latest, online, presence_version = await self.state.team_state(team_id)
-            if first_here:
-                self.teams[team_id].snapshot_version = presence_version
         except Exception as error:
-            watch = self.teams.get(team_id)
-            if watch is not None and not watch.sockets:
-                del self.teams[team_id]
+            await self._forget_if_unwatched(team_id, watch)
             raise RelayUnavailable from error
+        finally:
+            watch.arriving -= 1
+        if watch.snapshot_version is None:
+            watch.snapshot_version = presence_version
+        watch.online = set(online)
         workers = []
         for worker_id, name in roster:
+            watch.names[worker_id] = name
             entry = {"id": worker_id, "name": name, "lat": None, "lng": None, "ts": None}
-            if worker_id in latest:
-                entry.update(protocol.feed_position(worker_id, latest[worker_id]))
+            position = (
+                protocol.feed_position(worker_id, latest[worker_id])
+                if worker_id in latest
+                else None
+            )
+            delivered = watch.delivered.get(worker_id)
+            if delivered is not None and is_newer(delivered, position):
+                # Delivered here before the state had it (publish and state write run at once).
+                position = delivered
+            if position is not None:
+                entry.update(position)
             entry["online"] = worker_id in online
             workers.append(entry)
         # No await between taking the socket in and sending the snapshot: daphne's send does
         # not suspend, so no frame of a tick can get ahead of the snapshot.
-        self.teams[team_id].sockets.add(socket)
+        watch.sockets.add(socket)
         if socket.write_flow is not None:
             socket.write_flow.on_drained = lambda: self.spawn(self._release(socket))
         snapshot = protocol.encode_snapshot(team_slug, workers)
@@ -117,11 +147,16 @@ class ManagerSide:
             return
         watch.sockets.discard(socket)
         self.held.pop(socket, None)
-        if not watch.sockets:
-            del self.teams[team_id]
-            await self.outage.guard(
-                get_channel_layer().group_discard(feed.team_group(team_id), self.channel)
-            )
+        await self._forget_if_unwatched(team_id, watch)
+
+    async def _forget_if_unwatched(self, team_id: int, watch: TeamWatch) -> None:
+        """Leave the team's group once no socket here watches it or is about to."""
+        if watch.sockets or watch.arriving or self.teams.get(team_id) is not watch:
+            return
+        del self.teams[team_id]
+        await self.layer_outage.guard(
+            get_channel_layer().group_discard(feed.team_group(team_id), self.channel)
+        )
 
     def sockets(self, team_id: int | None = None) -> list[ManagerSocket]:
         """Return the manager sockets here: of one team, or of all."""
@@ -153,26 +188,42 @@ class ManagerSide:
                     watch.outgoing[worker_id] = position
         elif message["type"] == feed.PRESENCE_CHANGED:
             worker_id, version = message["worker_id"], message["version"]
-            if version <= watch.presence_versions.get(worker_id, watch.snapshot_version):
+            if version <= watch.presence_versions.get(worker_id, watch.snapshot_version or 0):
                 return  # overtaken by a newer change of the worker, or older than the snapshot
             watch.presence_versions[worker_id] = version
+            online = message.get("online")  # absent from a replica not upgraded yet
+            if online is True:
+                watch.online.add(worker_id)
+            elif online is False:
+                watch.online.discard(worker_id)
             # Positions that arrived before the presence change go out before it, and none after.
             await self._deliver(message["team_id"], watch)
             await self._send(watch, message["text"], "presence", presence_of=worker_id)
 
     async def catch_up(self) -> None:
-        """Queue for delivery each watched team's last-known positions that are newer than what
-        its maps here were sent. After an outage a position may have been published while this
-        replica's subscription was still down (Redis pub/sub keeps nothing for it), and a resend
-        of it is a duplicate: the shared state has it, so the maps get it from there."""
+        """Bring each watched team's maps here up to date with the shared state: positions newer
+        than they were sent, and presence they were not told. After an outage a message may
+        have been published while this replica's subscription was still down (Redis pub/sub
+        keeps nothing for it), or not published at all, and a device's resend of a position is
+        a duplicate: the state has both, so the maps get them from there."""
         for team_id, watch in list(self.teams.items()):
-            team_state = await self.outage.guard(self.state.team_state(team_id))
+            team_state = await self.state_outage.guard(self.state.team_state(team_id))
             if team_state is None:
-                return
+                continue
             for worker_id, position in team_state.latest.items():
                 entry = protocol.feed_position(worker_id, position)
                 if is_newer(entry, watch.delivered.get(worker_id)):
                     watch.delivered[worker_id] = watch.outgoing[worker_id] = entry
+            changed = watch.online ^ team_state.online
+            if not changed:
+                continue
+            await self._deliver(team_id, watch)  # positions before presence, as always
+            for worker_id in sorted(changed):
+                watch.presence_versions[worker_id] = team_state.presence_version
+                online = worker_id in team_state.online
+                frame = protocol.encode_presence(worker_id, watch.names.get(worker_id), online)
+                await self._send(watch, frame, "presence", presence_of=worker_id)
+            watch.online = set(team_state.online)
 
     # ------------------------------------------------------------ delivery
 

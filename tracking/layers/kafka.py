@@ -168,8 +168,10 @@ class _LoopLayer:
         # channel name -> queue of (expires_at, message); group -> local channel names
         self.channels: dict[str, asyncio.Queue] = {}
         self.groups: dict[str, set[str]] = {}
-        # partition -> how many local groups (and the inbox) need it read
+        # partition -> how many local groups (and the inbox) need it read, and its assignment
         self.readers: Counter[int] = Counter()
+        self.assigning: dict[int, asyncio.Future] = {}
+        self.joining: dict[str, asyncio.Future] = {}  # group -> reading its partition
         self.partitions = owner.partitions
         self.producer: Producer | None = None
         self.consumer: Consumer | None = None
@@ -226,10 +228,11 @@ class _LoopLayer:
                 "linger.ms": 2,
                 "message.timeout.ms": 3000,
                 "queue.buffering.max.messages": 100_000,
-                # Every record's report: group_send_many waits for the broker's acknowledgement.
+                **self.owner.producer_config,
+                # Last, so that no KAFKA_PRODUCER_CONFIG can take them away: group_send_many
+                # waits for every record's report of the broker's acknowledgement.
                 "delivery.report.only.error": False,
                 "on_delivery": self._on_delivery,
-                **self.owner.producer_config,
             }
         )
         self.consumer = Consumer(
@@ -465,11 +468,23 @@ class _LoopLayer:
         if not self._is_local(channel) and channel not in self.channels:
             raise RuntimeError("group_add() takes channels of this process (from new_channel())")
         await self._ensure_started()
-        members = self.groups.get(group)
-        if members is None:
-            await self._read(partition_for(group, self.partitions))
-            members = self.groups.setdefault(group, set())
-        members.add(channel)
+        joining = self.joining.get(group)
+        if group not in self.groups:
+            # Made before any await, so that channels added at once share one read of the
+            # partition, and every one of them returns only once it is read.
+            self.groups[group] = set()
+            joining = self.joining[group] = asyncio.ensure_future(
+                self._read(partition_for(group, self.partitions))
+            )
+        try:
+            await asyncio.shield(joining)
+        except BaseException:
+            if joining.done() and self.joining.get(group) is joining:
+                del self.joining[group]
+                if not self.groups.get(group):
+                    self.groups.pop(group, None)
+            raise
+        self.groups[group].add(channel)
 
     async def group_discard(self, group: str, channel: str) -> None:
         members = self.groups.get(group)
@@ -478,6 +493,7 @@ class _LoopLayer:
         members.discard(channel)
         if not members:
             del self.groups[group]
+            self.joining.pop(group, None)
             await self._unread(partition_for(group, self.partitions))
 
     async def group_send(self, group: str, message: dict) -> None:
@@ -530,19 +546,29 @@ class _LoopLayer:
     # ------------------------------------------------------------------ partitions
 
     async def _read(self, partition: int) -> None:
-        """Count one more local need for a partition; start reading it if it is new."""
+        """Count one more local need for a partition; start reading it if it is new, and return
+        once it is read."""
         self.readers[partition] += 1
-        if self.readers[partition] == 1:
-            try:
-                await self._command("read", partition)
-            except BaseException:
-                self.readers[partition] -= 1
-                raise
+        assigning = self.assigning.get(partition)
+        if assigning is None:
+            assigning = self.assigning[partition] = asyncio.ensure_future(
+                self._command("read", partition)
+            )
+        try:
+            await asyncio.shield(assigning)
+        except BaseException:
+            self.readers[partition] -= 1
+            if self.readers[partition] <= 0:
+                del self.readers[partition]
+            if assigning.done() and self.assigning.get(partition) is assigning:
+                del self.assigning[partition]  # failed: the next need tries again
+            raise
 
     async def _unread(self, partition: int) -> None:
         self.readers[partition] -= 1
         if self.readers[partition] <= 0:
             del self.readers[partition]
+            self.assigning.pop(partition, None)
             await self._command("unread", partition)
 
     async def _command(self, command: str, partition: int) -> None:

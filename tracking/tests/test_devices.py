@@ -43,7 +43,12 @@ class Step:
 async def side(settings):
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     publish, store = Step(), Step()
-    side = DeviceSide(state=InMemoryRelayState(), outage=Outage(), steps=[publish, store])
+    side = DeviceSide(
+        state=InMemoryRelayState(),
+        state_outage=Outage("state"),
+        layer_outage=Outage("channel layer"),
+        steps=[publish, store],
+    )
     side.publish, side.store = publish, store
     return side
 

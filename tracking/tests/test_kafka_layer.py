@@ -11,6 +11,7 @@ from confluent_kafka import KafkaException
 from tracking import health
 from tracking.layers.kafka import KafkaChannelLayer
 from tracking.layers.utils import partition_for
+from tracking.tests.clock import settle
 from tracking.tests.kafka_broker import kafka_broker  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.timeout(60)
@@ -179,3 +180,57 @@ def test_test_config_is_honoured(settings, kafka_broker):  # noqa: F811
     }
     layer = channel_layers.make_test_backend("default")
     assert (layer.bootstrap_servers, layer.topic) == (kafka_broker.bootstrap, "test-topic")
+
+
+@pytest.fixture
+async def kafka_loop_layer(monkeypatch):
+    """A Kafka layer's per-loop half with no broker: partition commands wait on a gate."""
+    layer = KafkaChannelLayer("127.0.0.1:1")
+    loop_layer = layer._layer()
+    loop_layer.started = asyncio.get_running_loop().create_future()
+    loop_layer.started.set_result(None)
+    gate = asyncio.Event()
+    commands = []
+
+    async def command(name, partition):
+        commands.append((name, partition))
+        await gate.wait()
+
+    monkeypatch.setattr(loop_layer, "_command", command)
+    loop_layer.gate, loop_layer.commands_sent = gate, commands
+    return layer, loop_layer
+
+
+async def test_kafka_a_concurrent_group_add_waits_until_the_partition_is_read(kafka_loop_layer):
+    """Two manager sockets of one team connecting at once both call group_add (watch_team's
+    first_here). The second returns before the first's assignment is done, so its watch_team
+    takes the snapshot before this replica reads the team's partition: what is published in
+    between is missed ("Join before taking the snapshot, so that nothing sent in between is
+    missed")."""
+    layer, loop_layer = kafka_loop_layer
+    a, b = (f"specific.{loop_layer.process}!{name}" for name in "ab")
+    first = asyncio.ensure_future(layer.group_add("team.1", a))
+    second = asyncio.ensure_future(layer.group_add("team.1", b))
+    await settle()
+    returned_early = second.done()
+    loop_layer.gate.set()
+    await first
+    await second
+    assert not returned_early
+
+
+async def test_kafka_concurrent_group_adds_do_not_leave_the_partition_read_forever(
+    kafka_loop_layer,
+):
+    """The same race counts the partition's readers twice for one group; group_discard of its
+    last member takes one off, so the replica reads the team's partition after its last manager
+    left (architecture: a replica reads only the partitions of the teams it watches)."""
+    layer, loop_layer = kafka_loop_layer
+    a, b = (f"specific.{loop_layer.process}!{name}" for name in "ab")
+    adding = asyncio.gather(layer.group_add("team.1", a), layer.group_add("team.1", b))
+    await settle()
+    loop_layer.gate.set()
+    await adding
+    await layer.group_discard("team.1", a)
+    await layer.group_discard("team.1", b)
+    assert loop_layer.read_partitions() == set()

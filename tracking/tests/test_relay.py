@@ -10,6 +10,7 @@ import time
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
 
 from teamtrack.control import close_manager_sockets
 from tracking import protocol
@@ -181,10 +182,10 @@ async def test_acks_wait_for_the_channel_layer_to_take_the_positions(relay, sett
     )
     await relay.clock.advance(relay.flush_window)
     for _ in range(500):  # the refused connection is real I/O: up to 5 s of it
-        if relay.outage.failing:
+        if relay.layer_outage.failing:
             break
         await asyncio.sleep(0.01)
-    assert relay.outage.failing
+    assert relay.layer_outage.failing
     with pytest.raises(TimeoutError):
         await device.next("ack", timeout=1.0)
 
@@ -327,3 +328,152 @@ async def test_the_tick_hands_on_at_each_boundary_and_delivers_later_on_the_inje
         assert frame["type"] == "positions" and frame["positions"][0]["lat"] == 1.0
     finally:
         relay.stop()
+
+
+# ---------------------------------------------------------------- found in review: cancellation,
+# outages, late joiners
+
+
+class Gate:
+    """Wraps a hand-off step so that it waits until the test opens the gate."""
+
+    def __init__(self, step):
+        self.step = step
+        self.open = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def __call__(self, batches):
+        self.entered.set()
+        await self.open.wait()
+        await self.step(batches)
+
+
+async def test_a_cancelled_disconnect_leaves_no_ghost_socket(relay):
+    """daphne cancels an application still running 10 s after its client went
+    (application_close_timeout). worker_disconnected waits for the hand-off lock (a slow tick:
+    Redis socket_timeout 5 s, pool wait 20 s, Kafka message timeout 3 s); cancelled there, it
+    never discards the socket: the worker stays in `workers`, its lease is renewed forever, and
+    its managers never see it go offline."""
+    watching = StandInSocket()
+    await watch(relay, watching)
+    device = await connect_device(relay)
+    await watching.next("presence")
+    gate = Gate(relay.publish)
+    relay.devices.steps = [gate, relay.store_latest]
+    relay.positions_received(device, team_id=1, worker_id=7, positions=[position(1.0)])
+    ticking = asyncio.ensure_future(relay.tick())
+    await gate.entered.wait()
+    disconnecting = asyncio.ensure_future(relay.worker_disconnected(device, team_id=1, worker_id=7))
+    await settle()
+    disconnecting.cancel()  # daphne: "took too long to shut down and was killed"
+    await settle()
+    gate.open.set()
+    await ticking
+    assert device not in relay.devices.all_sockets()
+    assert 7 not in relay.devices.workers_by_team().get(1, [])
+
+
+async def test_an_ack_never_covers_a_position_that_a_cancelled_hand_off_dropped(relay):
+    """hand_off pops the team's batch, then awaits the steps; cancelled there (the disconnect
+    of the worker's old socket, killed by daphne), the batch is gone, but `worker.taken` still
+    holds its position. The device's resend is then a 'duplicate', and its ack goes out with
+    the next (empty) hand-off: an ack for a position neither published nor stored."""
+    old = await connect_device(relay)
+    new = await connect_device(relay)  # the device reconnected; its old socket is closing
+    gate = Gate(relay.publish)
+    relay.devices.steps = [gate, Gate(relay.store_latest)]  # Redis and Kafka both slow
+    sent = position(5.0, ts=1_000.0, seq=1)
+    relay.positions_received(old, team_id=1, worker_id=7, positions=[sent], ack_seq=1)
+    disconnecting = asyncio.ensure_future(relay.worker_disconnected(old, team_id=1, worker_id=7))
+    await gate.entered.wait()
+    disconnecting.cancel()
+    await settle()
+    relay.devices.steps = [relay.publish, relay.store_latest]
+    # The device resends what was never acknowledged.
+    relay.positions_received(new, team_id=1, worker_id=7, positions=[sent], ack_seq=1)
+    await relay.tick()
+    acked = [frame["seq"] for frame in new.drain() if frame["type"] == "ack"]
+    stored = relay.state.latest.get(1, {}).get(7)
+    assert acked == [] or stored == sent, f"acked {acked}, state holds {stored}"
+
+
+async def test_a_presence_change_lost_in_an_outage_reaches_the_maps_after_it(relay, monkeypatch):
+    """The state records the worker offline, but the presence message could not be published;
+    nothing retries it and catch_up restores positions only, so the map shows the worker online
+    for as long as it stays open (reliability.md: after an outage every replica brings its maps
+    up to date from the shared state)."""
+    watching = StandInSocket()
+    await watch(relay, watching, roster=[(7, "Ann"), (8, "Bo")])
+    ann = await connect_device(relay, 7, "Ann")
+    bo = await connect_device(relay, 8, "Bo")
+    await watching.next("presence")
+    await watching.next("presence")
+    layer = get_channel_layer()
+    original = layer.group_send
+
+    async def down(group, message):
+        raise ConnectionError("channel layer down")
+
+    monkeypatch.setattr(layer, "group_send", down)
+    await relay.worker_disconnected(ann, team_id=1, worker_id=7)
+    assert relay.layer_outage.failing
+    monkeypatch.setattr(layer, "group_send", original)
+    # The layer is back: Bo's next position goes through, the outage ends, catch_up runs.
+    relay.positions_received(bo, team_id=1, worker_id=8, positions=[position(3.0)])
+    await relay.clock.advance(3.0)  # both rounds of catch_up
+    presence = [f for f in watching.drain() if f["type"] == "presence" and f["id"] == 7]
+    assert presence and presence[-1]["online"] is False
+
+
+async def test_a_manager_joining_between_publish_and_state_write_misses_nothing(relay):
+    """publish and store_latest run at once. A manager socket that joins after the publish was
+    delivered here, but before the state write landed, gets a snapshot without the position and
+    never the position itself (watch.delivered already has it): that map shows the worker where
+    it was before, until its next report (or for good, if that was its last)."""
+    first = StandInSocket()
+    await watch(relay, first)
+    device = await connect_device(relay)
+    gate = Gate(relay.store_latest)
+    relay.devices.steps = [relay.publish, gate]
+    relay.positions_received(device, team_id=1, worker_id=7, positions=[position(9.0)])
+    ticking = asyncio.ensure_future(relay.tick())
+    await gate.entered.wait()
+    await settle()  # the published batch reaches this replica's relay
+    await relay.deliver()
+    assert (await first.next("positions"))["positions"][0]["lat"] == 9.0
+    late = StandInSocket()
+    snapshot = await watch(relay, late)
+    gate.open.set()
+    await ticking
+    seen = snapshot["workers"][0]["lat"] == 9.0
+    for _ in range(20):
+        if seen:
+            break
+        await relay.clock.advance(relay.flush_window)
+        seen = any(
+            f["type"] == "positions" and any(p["lat"] == 9.0 for p in f["positions"])
+            for f in late.drain()
+        )
+    assert seen, "the late manager never got the worker's last position"
+
+
+async def test_an_outage_of_the_channel_layer_is_not_ended_by_the_state_answering(relay):
+    """One Outage serves the layer and the state. While the channel layer stays down (Kafka
+    broker lost, Redis up), every successful lease renewal (or device connect) calls
+    recovered(): 'reaches again' is logged, a catch_up task reads every watched team's state,
+    and the next tick logs the outage again (reliability.md: one log line per outage)."""
+    device = await connect_device(relay)
+    layer = get_channel_layer()
+
+    async def layer_down(group, message):
+        raise ConnectionError("broker lost")
+
+    layer.group_send = layer_down
+    recoveries = []
+    relay.layer_outage.on_recovery = lambda: recoveries.append(relay.clock.time())
+    for lat in (1.0, 2.0, 3.0):
+        relay.positions_received(device, team_id=1, worker_id=7, positions=[position(lat)])
+        assert await relay.devices.hand_off() is False
+        await relay.renew_and_reap()  # the state answers; the layer is still down
+    assert relay.layer_outage.failing and not relay.state_outage.failing
+    assert recoveries == []

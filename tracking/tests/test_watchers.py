@@ -16,7 +16,12 @@ pytestmark = [pytest.mark.timeout(10), pytest.mark.usefixtures("settings")]
 @pytest.fixture
 async def managers(settings):
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    side = ManagerSide(state=InMemoryRelayState(), outage=Outage(), slow_manager_timeout=30.0)
+    side = ManagerSide(
+        state=InMemoryRelayState(),
+        state_outage=Outage("state"),
+        layer_outage=Outage("channel layer"),
+        slow_manager_timeout=30.0,
+    )
     side.channel = "relay.test!1"
     side.spawn = lambda coroutine: coroutine.close()
     return side
