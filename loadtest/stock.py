@@ -45,7 +45,7 @@ class StockRelay(relay.Relay):
                 "position": protocol.feed_position(worker_id, newest),
             }
             send = get_channel_layer().group_send(feed.team_group(team_id), message)
-            self._spawn(self.outage.guard(send))
+            self._spawn(self.layer_outage.guard(send))
 
     async def publish(self, batches) -> None:
         """Send nothing: each position already went out on its own."""

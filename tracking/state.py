@@ -236,8 +236,15 @@ class RedisRelayState:
         if client is None:
             # A bounded pool that waits: a storm of connects or disconnects queues for a
             # connection instead of failing with "too many connections".
+            # health_check_interval: a connection idle for a while (a Redis restart in between)
+            # is checked with a PING before use, instead of failing the first command sent on it.
             pool = aioredis.BlockingConnectionPool.from_url(
-                self.url, max_connections=32, timeout=20, socket_timeout=5, socket_connect_timeout=5
+                self.url,
+                max_connections=32,
+                timeout=20,
+                socket_timeout=5,
+                socket_connect_timeout=5,
+                health_check_interval=2,
             )
             client = self._clients[loop] = aioredis.Redis(connection_pool=pool)
         return client

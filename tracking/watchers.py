@@ -112,8 +112,10 @@ class ManagerSide:
         finally:
             watch.arriving -= 1
         if watch.snapshot_version is None:
+            # The team's first snapshot here: what its sockets know from now on. A later
+            # socket's snapshot does not change what the earlier ones were told.
             watch.snapshot_version = presence_version
-        watch.online = set(online)
+            watch.online = set(online)
         workers = []
         for worker_id, name in roster:
             watch.names[worker_id] = name

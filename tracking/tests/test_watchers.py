@@ -90,3 +90,26 @@ async def test_catch_up_delivers_what_the_state_has_and_the_maps_were_not_sent(m
     await managers.catch_up()  # nothing newer: nothing sent again
     await managers.deliver_all()
     assert socket.frames.empty()
+
+
+async def test_catch_up_tells_earlier_sockets_what_a_later_snapshot_already_shows(managers):
+    earlier = StandInSocket()
+    await watch(managers, earlier)  # nobody online yet
+    await managers.state.connection_opened(1, 7)  # Ann comes online; the message is lost
+    later = StandInSocket()
+    assert [w["online"] for w in (await watch_snapshot(managers, later))["workers"]] == [
+        True,
+        False,
+    ]
+    await managers.catch_up()
+    assert await earlier.next("presence") == {
+        "type": "presence",
+        "id": 7,
+        "name": "Ann",
+        "online": True,
+    }
+
+
+async def watch_snapshot(managers, socket):
+    await managers.watch_team(socket, team_id=1, team_slug="t", roster=[(7, "Ann"), (8, "Bo")])
+    return await socket.next("snapshot")
