@@ -159,11 +159,12 @@ class Relay:
                 logger.exception("A relay tick failed; the next one goes on")
 
     async def _catch_up(self) -> None:
-        """When an outage ends, bring the maps here up to date from the shared state: now, and
-        again once the channel layer has surely subscribed again and other replicas have
-        retried what they held (a lease renewal later)."""
-        await self.managers.catch_up()
-        await self.clock.sleep_until(self.clock.time() + (self.lease_renewal or 1.0))
+        """When an outage ends, bring the maps here up to date from the shared state: positions
+        now, and positions and presence once every live replica has renewed its leases (a
+        Redis that restarted empty holds none until then, and its workers are not offline)."""
+        await self.managers.catch_up(presence=False)
+        renewal = self.lease_renewal or self.flush_window
+        await self.clock.sleep_until(self.clock.time() + 1.5 * renewal)
         await self.managers.catch_up()
 
     # ------------------------------------------------------------ leases

@@ -202,12 +202,12 @@ class ManagerSide:
             await self._deliver(message["team_id"], watch)
             await self._send(watch, message["text"], "presence", presence_of=worker_id)
 
-    async def catch_up(self) -> None:
+    async def catch_up(self, *, presence: bool = True) -> None:
         """Bring each watched team's maps here up to date with the shared state: positions newer
-        than they were sent, and presence they were not told. After an outage a message may
-        have been published while this replica's subscription was still down (Redis pub/sub
-        keeps nothing for it), or not published at all, and a device's resend of a position is
-        a duplicate: the state has both, so the maps get them from there."""
+        than they were sent, and (if `presence`) presence they were not told. After an outage a
+        message may have been published while this replica's subscription was still down
+        (Redis pub/sub keeps nothing for it), or not published at all, and a device's resend of
+        a position is a duplicate: the state has both, so the maps get them from there."""
         for team_id, watch in list(self.teams.items()):
             team_state = await self.state_outage.guard(self.state.team_state(team_id))
             if team_state is None:
@@ -216,7 +216,7 @@ class ManagerSide:
                 entry = protocol.feed_position(worker_id, position)
                 if is_newer(entry, watch.delivered.get(worker_id)):
                     watch.delivered[worker_id] = watch.outgoing[worker_id] = entry
-            changed = watch.online ^ team_state.online
+            changed = watch.online ^ team_state.online if presence else set()
             if not changed:
                 continue
             await self._deliver(team_id, watch)  # positions before presence, as always
