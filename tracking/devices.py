@@ -16,7 +16,6 @@ batch holding the original was.
 """
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -27,8 +26,6 @@ from tracking import feed, metrics, protocol
 from tracking.outage import Outage
 from tracking.positions import Position, TeamPositions, is_newer
 from tracking.state import RelayState
-
-logger = logging.getLogger(__name__)
 
 # Seconds a step may take before it counts as failed (and the batch is kept): a hand-off never
 # holds the next one, nor a socket's disconnect, for longer.

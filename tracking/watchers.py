@@ -12,7 +12,6 @@ with 4408.
 """
 
 import asyncio
-import logging
 import time
 from typing import Protocol
 
@@ -23,8 +22,6 @@ from tracking.backpressure import HeldFrames, WriteFlow
 from tracking.outage import Outage
 from tracking.positions import FeedPosition, is_newer
 from tracking.state import RelayState
-
-logger = logging.getLogger(__name__)
 
 
 class ManagerSocket(Protocol):
