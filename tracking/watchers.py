@@ -104,10 +104,10 @@ class ManagerSide:
             await asyncio.shield(watch.joining)
             latest, online, presence_version = await self.state.team_state(team_id)
         except Exception as error:
-            await self._forget_if_unwatched(team_id, watch)
-            raise RelayUnavailable from error
-        finally:
             watch.arriving -= 1
+            await self._forget_if_unwatched(team_id, watch)  # the next socket joins anew
+            raise RelayUnavailable from error
+        watch.arriving -= 1
         if watch.snapshot_version is None:
             # The team's first snapshot here: what its sockets know from now on. A later
             # socket's snapshot does not change what the earlier ones were told.

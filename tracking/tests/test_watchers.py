@@ -1,6 +1,7 @@
 """The manager side on its own, on a clock the test moves: merging, guards, slow sockets."""
 
 import pytest
+from channels.layers import get_channel_layer
 
 from tracking import feed, protocol
 from tracking.backpressure import WriteFlow
@@ -8,7 +9,7 @@ from tracking.outage import Outage
 from tracking.state import InMemoryRelayState
 from tracking.tests.clock import ManualClock
 from tracking.tests.test_relay import StandInSocket
-from tracking.watchers import ManagerSide
+from tracking.watchers import ManagerSide, RelayUnavailable
 
 pytestmark = [pytest.mark.timeout(10), pytest.mark.usefixtures("settings")]
 
@@ -113,3 +114,19 @@ async def test_catch_up_tells_earlier_sockets_what_a_later_snapshot_already_show
 async def watch_snapshot(managers, socket):
     await managers.watch_team(socket, team_id=1, team_slug="t", roster=[(7, "Ann"), (8, "Bo")])
     return await socket.next("snapshot")
+
+
+async def test_a_failed_join_is_forgotten_so_the_next_socket_joins_anew(managers, monkeypatch):
+    layer = get_channel_layer()
+    original = layer.group_add
+
+    async def down(group, channel):
+        raise ConnectionError("channel layer down")
+
+    monkeypatch.setattr(layer, "group_add", down)
+    with pytest.raises(RelayUnavailable):
+        await watch(managers, StandInSocket())
+    monkeypatch.setattr(layer, "group_add", original)
+    socket = StandInSocket()
+    await watch(managers, socket)  # not refused for ever with the first join's failure
+    assert managers.sockets(1) == [socket]
