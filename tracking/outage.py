@@ -3,6 +3,8 @@ per outage, and its end once. The channel layer and the state fail apart (a Kafk
 while Redis answers), so each has an Outage of its own."""
 
 import logging
+import sys
+import time
 
 from tracking import metrics
 
@@ -12,10 +14,16 @@ logger = logging.getLogger("tracking.relay")
 class Outage:
     """Whether the relay is failing to reach one thing it depends on."""
 
-    def __init__(self, what: str):
+    # A dependency that flaps (a restarted Redis drops a connection made as it started) logs its
+    # traceback once in this many seconds; the outages after it get a line each.
+    TRACEBACK_INTERVAL = 60.0
+
+    def __init__(self, what: str, clock=time.monotonic):
         self.what = what  # "channel layer" or "state", in the log
         self.failing = False
         self.on_recovery = None  # called once when an outage ends
+        self.clock = clock
+        self.traceback_logged_at = -self.TRACEBACK_INTERVAL
 
     async def guard(self, operation):
         """Await an operation; on failure report it and return None."""
@@ -30,9 +38,19 @@ class Outage:
 
     def failed(self, error: BaseException | None = None) -> None:
         """Report a failure (`error`, or the exception being handled), once per outage."""
-        if not self.failing:
-            self.failing = True
+        if self.failing:
+            return
+        self.failing = True
+        now = self.clock()
+        if now - self.traceback_logged_at >= self.TRACEBACK_INTERVAL:
+            self.traceback_logged_at = now
             logger.error("Relay lost its %s; retrying quietly", self.what, exc_info=error or True)
+        else:
+            logger.error(
+                "Relay lost its %s again (%r); retrying quietly",
+                self.what,
+                error or sys.exc_info()[1],
+            )
 
     def recovered(self) -> None:
         if self.failing:
