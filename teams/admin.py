@@ -1,11 +1,15 @@
 """Admin for teams, their managers and workers, with actions to issue, rotate and revoke tokens.
 
 A new token is shown once, on a page rendered straight from the request that issued it; it never
-passes through messages, sessions or cookies, so nothing but its hash is ever stored.
+passes through messages, sessions or cookies, so nothing but its hash is ever stored. A worker's
+"Set up a phone" link leads to the team's phone setup page (teams/views.py), which issues the
+token with the apps' settings and QR codes.
 """
 
 from django.contrib import admin
 from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
 
 from teams import services
 from teams.models import Team, Worker
@@ -30,7 +34,7 @@ class WorkerInline(admin.TabularInline):
 
 @admin.register(Team)
 class TeamAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "worker_count"]
+    list_display = ["name", "slug", "worker_count", "teammates_in_apps"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     filter_horizontal = ["managers"]
@@ -43,7 +47,7 @@ class TeamAdmin(admin.ModelAdmin):
 
 @admin.register(Worker)
 class WorkerAdmin(admin.ModelAdmin):
-    list_display = ["name", "team", "active", "has_token", "token_issued_at"]
+    list_display = ["name", "team", "active", "has_token", "token_issued_at", "phone_setup"]
     list_filter = ["team", "active"]
     search_fields = ["name"]
     readonly_fields = ["token_issued_at"]
@@ -53,6 +57,15 @@ class WorkerAdmin(admin.ModelAdmin):
     @admin.display(boolean=True, description="token")
     def has_token(self, worker):
         return worker.has_token
+
+    @admin.display(description="phone")
+    def phone_setup(self, worker):
+        # The change page links it too (templates/admin/teams/worker/change_form.html).
+        url = reverse("team-worker-setup", args=[worker.team.slug, worker.pk])
+        return format_html('<a href="{}">Set up a phone</a>', url)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("team")  # the link needs the slug
 
     def save_model(self, request, obj, form, change):
         if change:

@@ -28,6 +28,16 @@ def team_roster(*, team: Team) -> list[tuple[int, str]]:
     return list(team.workers.filter(active=True).values_list("id", "name"))
 
 
+def worker_list_for_team(*, team: Team) -> QuerySet[Worker]:
+    """Return all the team's workers, active or not, for its workers page."""
+    return team.workers.all()
+
+
+def worker_get_for_team(*, team: Team, worker_id: int) -> Worker | None:
+    """Return the team's worker with this id, or None (also when it is another team's)."""
+    return team.workers.filter(pk=worker_id).first()
+
+
 def worker_get_by_token(*, token: str) -> Worker | None:
     """Return the active worker that holds this device token, or None."""
     return (

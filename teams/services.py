@@ -1,13 +1,24 @@
-"""Writes to teams, managers and workers. Socket effects are sent after the transaction commits."""
+"""Writes to teams, managers, workers and enrolment links. Socket effects are sent after the
+transaction commits."""
 
+from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
-from teams.models import Team, Worker
-from teams.tokens import token_generate, token_hash
+from teams.models import Enrolment, Team, Worker
+from teams.tokens import (
+    enrolment_code_generate,
+    enrolment_code_hash,
+    token_generate,
+    token_hash,
+    token_seal,
+    token_unseal,
+)
 from teamtrack.control import close_worker_sockets
 
 
@@ -38,10 +49,12 @@ def team_managers_add(*, team: Team, users) -> None:
 
 
 @transaction.atomic
-def worker_create(*, team: Team, name: str) -> tuple[Worker, str]:
-    """Create a worker with a fresh device token; return both (the token is shown only now)."""
+def worker_create(*, team: Team, name: str, with_token: bool = True) -> tuple[Worker, str | None]:
+    """Create a worker with a fresh device token; return both (the token is shown only now).
+
+    Without a token (`with_token=False`) the worker waits for its phone setup to issue one."""
     worker = Worker(team=team, name=name)
-    token = _token_issue(worker)
+    token = _token_issue(worker) if with_token else None
     worker.full_clean()
     worker.save()
     return worker, token
@@ -49,19 +62,22 @@ def worker_create(*, team: Team, name: str) -> tuple[Worker, str]:
 
 @transaction.atomic
 def worker_token_rotate(*, worker: Worker) -> str:
-    """Issue a new token; the old one stops working and its open sockets are closed."""
+    """Issue a new token; the old one and its enrolment links stop working, and its open sockets
+    are closed."""
     token = _token_issue(worker)
     worker.save(update_fields=["token_hash", "token_issued_at"])
+    worker.enrolments.all().delete()
     _close_sockets_on_commit(worker)
     return token
 
 
 @transaction.atomic
 def worker_token_revoke(*, worker: Worker) -> None:
-    """Withdraw the token; the worker's open sockets are closed."""
+    """Withdraw the token and its enrolment links; the worker's open sockets are closed."""
     worker.token_hash = None
     worker.token_issued_at = None
     worker.save(update_fields=["token_hash", "token_issued_at"])
+    worker.enrolments.all().delete()
     _close_sockets_on_commit(worker)
 
 
@@ -82,6 +98,60 @@ def worker_update(*, worker: Worker, name: str, active: bool, team: Team) -> Wor
 def worker_delete(*, worker: Worker) -> None:
     _close_sockets_on_commit(worker)
     worker.delete()
+
+
+@dataclass(frozen=True)
+class PhoneSetup:
+    """What a phone needs, shown once: the device token and the one-time enrolment code."""
+
+    # Kept out of repr: a setup that reaches a log or a traceback must not leak its secrets.
+    token: str = field(repr=False)
+    enrolment_code: str = field(repr=False)
+
+
+@transaction.atomic
+def worker_setup_issue(*, worker: Worker) -> PhoneSetup:
+    """Replace the worker's token and open one enrolment link for it (older links stop)."""
+    token = worker_token_rotate(worker=worker)  # also deletes the worker's older links
+    code = enrolment_code_generate()
+    now = timezone.now()
+    Enrolment.objects.filter(expires_at__lte=now).delete()  # nobody can use them any more
+    enrolment = Enrolment(
+        worker=worker,
+        code_hash=enrolment_code_hash(code),
+        sealed_token=token_seal(token, code=code),
+        created_at=now,
+        expires_at=now + timedelta(days=settings.TEAMTRACK_ENROLMENT_DAYS),
+    )
+    enrolment.full_clean()
+    enrolment.save()
+    return PhoneSetup(token=token, enrolment_code=code)
+
+
+@transaction.atomic
+def enrolment_redeem(*, code: str) -> tuple[Worker, str] | None:
+    """Use an enrolment link once: return its worker and device token, or None if it is
+    unknown, expired, or its worker is inactive or holds another token by now."""
+    enrolment = (
+        Enrolment.objects.select_for_update(of=("self",))
+        .select_related("worker__team")
+        .filter(code_hash=enrolment_code_hash(code))
+        .first()
+    )
+    if enrolment is None:
+        return None
+    # Used or dead, a link never works again: delete it either way.
+    enrolment.delete()
+    worker = enrolment.worker
+    token = token_unseal(enrolment.sealed_token, code=code)
+    if (
+        enrolment.expires_at <= timezone.now()
+        or not worker.active
+        or token is None
+        or token_hash(token) != worker.token_hash
+    ):
+        return None
+    return worker, token
 
 
 def _token_issue(worker: Worker) -> str:

@@ -7,4 +7,15 @@ from teams import views
 urlpatterns = [
     path("", views.team_list, name="team-list"),
     path("teams/<slug:slug>/", views.team_map, name="team-map"),
+    path("teams/<slug:slug>/workers/", views.team_workers, name="team-workers"),
+    path(
+        "teams/<slug:slug>/workers/<int:worker_id>/remove/",
+        views.team_worker_delete,
+        name="team-worker-delete",
+    ),
+    path(
+        "teams/<slug:slug>/workers/<int:worker_id>/setup/",
+        views.team_worker_setup,
+        name="team-worker-setup",
+    ),
 ]

@@ -17,6 +17,8 @@ logger = logging.getLogger(__name__)
 RELAYS_GROUP = "relays"
 
 WORKER_REVOKED = "worker.revoked"  # {"worker_id"}: its token stopped working
+# {"worker_id"}: its phone app said it stops reporting (OwnTracks' lwt): its HTTP devices end.
+WORKER_SIGNED_OFF = "worker.signed_off"
 # {"user_id", "team_id"}: the user's maps of that team (team_id) or of every team (None) close.
 WATCHER_REVOKED = "watcher.revoked"
 

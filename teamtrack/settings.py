@@ -181,8 +181,13 @@ METRICS_ALLOWED_NETWORKS = env.list(
     "METRICS_ALLOWED_NETWORKS",
     default=["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
 )
+# A phone app uploading over HTTP (OsmAnd, OwnTracks) counts as connected until it has sent
+# nothing for this long; Traccar's own server waits as long before it calls a device offline.
+TEAMTRACK_HTTP_DEVICE_TIMEOUT = env.float("HTTP_DEVICE_TIMEOUT_SECONDS", default=600.0)
 # A worker whose last position is older than this shows as stale on the map.
 TEAMTRACK_STALE_AFTER = env.int("STALE_AFTER_SECONDS", default=30)
+# Days a one-time enrolment link (the phone setup page's browser link) stays usable.
+TEAMTRACK_ENROLMENT_DAYS = env.int("ENROLMENT_DAYS", default=7)
 TEAMTRACK_MAP_TILE_URL = env.str(
     "MAP_TILE_URL", default="https://tile.openstreetmap.org/{z}/{x}/{y}.png"
 )
@@ -194,7 +199,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "filters": {"repeats": {"()": "tracking.logs.RepeatsOncePerMinute"}},
+    "filters": {
+        "repeats": {"()": "tracking.logs.RepeatsOncePerMinute"},
+        "query_strings_out": {"()": "tracking.logs.QueryStringsOut"},
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
@@ -202,7 +210,12 @@ LOGGING = {
         # "django" a console handler of its own (with DEBUG on), and runserver's socket and
         # request lines (django.channels.server) went out through both.
         "django": {"handlers": []},
-        # Loggers that repeat themselves every second during an outage (see tracking/logs.py).
-        **{name: {"filters": ["repeats"]} for name in ("channels_redis.pubsub", "django.request")},
+        # "repeats": loggers that repeat themselves every second during an outage;
+        # "query_strings_out": request records, whose query strings would carry OsmAnd devices'
+        # tokens (see tracking/logs.py).
+        "channels_redis.pubsub": {"filters": ["repeats"]},
+        "django.request": {"filters": ["query_strings_out", "repeats"]},
+        "django.security": {"filters": ["query_strings_out"]},
+        "django.channels.server": {"filters": ["query_strings_out"]},
     },
 }

@@ -51,6 +51,15 @@ class RelaySocketConsumer(AsyncWebsocketConsumer):
         """Send a frame the relay encoded (once, for every socket it goes to)."""
         await self.send(text_data=text)
 
+    async def acknowledge(self, seq: int):
+        """Send the ack of a frame the relay handed on (tracking.devices)."""
+        text = protocol.encode_ack(seq)
+        try:
+            await self.send(text_data=text)
+        except Exception:
+            return  # daphne: "send on a closed protocol"; the device resends after reconnecting
+        metrics.frame_sent("ack", text)
+
     async def close_with(self, code: int):
         """Close the socket with one of the codes of tracking.protocol."""
         await self.close(code=code)

@@ -22,7 +22,7 @@ from typing import Protocol
 
 from channels.layers import get_channel_layer
 
-from tracking import feed, metrics, protocol
+from tracking import feed, metrics
 from tracking.outage import Outage
 from tracking.positions import Position, TeamPositions, is_newer
 from tracking.state import RelayState
@@ -37,9 +37,12 @@ MAX_WAITING_ACKS = 10_000
 
 
 class DeviceSocket(Protocol):
-    """What the relay needs of a device's socket: acks go out on it; revocation closes it."""
+    """What the relay needs of a device's connection (a worker socket, or an HTTP device of
+    tracking.uploads): acks go out on it; revocation closes it."""
 
-    async def send_frame(self, text: str, frame_type: str) -> None: ...
+    async def acknowledge(self, seq: int) -> None:
+        """Tell the device its frame `seq` is safe; never raises (a closed socket's device
+        resends after reconnecting)."""
 
     async def close_with(self, code: int) -> None: ...
 
@@ -224,7 +227,7 @@ class DeviceSide:
                 return False
             for batch in batches.values():
                 for socket, seq in batch.acks:
-                    await _send_ack(socket, seq)
+                    await socket.acknowledge(seq)
             return True
 
     def _put_back(self, batches: dict[int, TeamBatch]) -> None:
@@ -254,12 +257,3 @@ async def _run_steps(steps: list[Step], batches: dict[int, TeamBatch]) -> list[B
         failures.append(error)
     results = await asyncio.gather(*beside, return_exceptions=True)
     return failures + [result for result in results if isinstance(result, BaseException)]
-
-
-async def _send_ack(socket: DeviceSocket, seq: int) -> None:
-    text = protocol.encode_ack(seq)
-    try:
-        await socket.send_frame(text, "ack")
-    except Exception:
-        return  # daphne: "send on a closed protocol"; the device resends after reconnecting
-    metrics.frame_sent("ack", text)

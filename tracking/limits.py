@@ -1,4 +1,5 @@
-"""Abuse limits of the device socket: frames per worker, and failed logins per client address.
+"""Abuse limits of devices: frames (or HTTP uploads) per worker, and failed logins per client
+address.
 
 Both are kept in the replica's memory: a flood is stopped where it arrives, without a round trip
 to Redis per frame. With N replicas behind the load balancer, an address may fail logins N times
@@ -34,6 +35,11 @@ class FrameRateLimit:
             return True
         self.refused_in_a_row += 1
         return False
+
+    def seconds_until_token(self) -> float:
+        """How long until `take` would succeed (0 if it would now)."""
+        tokens = min(self.burst, self.tokens + (self.clock() - self.updated) * self.rate)
+        return max(0.0, (1 - tokens) / self.rate)
 
     @property
     def flooding(self) -> bool:

@@ -31,3 +31,20 @@ class RepeatsOncePerMinute(logging.Filter):
         if held_back:
             record.msg = f"{record.msg} (and {held_back} more like it in the last minute)"
         return True
+
+
+class QueryStringsOut(logging.Filter):
+    """Keeps query strings out of request records: the OsmAnd protocol's device id, a worker's
+    token, travels there. It cuts them from runserver's request lines, and drops the request
+    that Django attaches to its own records (error reports would print its GET parameters).
+    nginx logs paths only, and the replicas behind it keep no access log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, dict) and isinstance(record.args.get("path"), str):
+            path, _, query = record.args["path"].partition("?")
+            if query:
+                record.args = {**record.args, "path": path + "?…"}
+        request = getattr(record, "request", None)
+        if request is not None and getattr(request, "META", {}).get("QUERY_STRING"):
+            del record.request
+        return True

@@ -12,6 +12,8 @@ class Position(TypedDict):
     acc: NotRequired[float]
     speed: NotRequired[float]
     heading: NotRequired[float]
+    alt: NotRequired[float]  # metres above sea level
+    batt: NotRequired[float]  # the device's battery, percent
     seq: NotRequired[int]  # the device's own number for it, if it wants acks
 
 
@@ -25,6 +27,8 @@ class FeedPosition(TypedDict):
     acc: NotRequired[float]
     speed: NotRequired[float]
     heading: NotRequired[float]
+    alt: NotRequired[float]
+    batt: NotRequired[float]
 
 
 # One team's newest positions: worker id -> position.

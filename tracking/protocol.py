@@ -33,6 +33,8 @@ POSITION_FIELDS = (
     ("acc", False, 0.0, 100_000.0),
     ("speed", False, 0.0, 1_000.0),
     ("heading", False, 0.0, 360.0),
+    ("alt", False, -1_000.0, 100_000.0),
+    ("batt", False, 0.0, 100.0),
 )
 
 
@@ -72,13 +74,13 @@ def parse_worker_frame(text_data: str | None, bytes_data: bytes | None = None, *
         raise ClientError(
             "frame_too_large", f"a frame may hold at most {MAX_FRAME_CHARS} characters"
         )
-    frame = _decode_json(text_data)
+    frame = decode_json(text_data)
     if type(frame) is not dict:
         raise ClientError("invalid_frame", "a frame must be a JSON object")
     now = time.time() if now is None else now
     frame_type = frame.get("type", "position")
     if frame_type == "position":
-        return PositionsFrame([_position(frame, "", now)])
+        return PositionsFrame([check_position(frame, now)])
     if frame_type == "batch":
         return PositionsFrame(_batch(frame, now))
     if frame_type == "auth":
@@ -94,11 +96,17 @@ def _reject_non_finite(name: str):
     raise ClientError("not_finite", f"{name} is not a number JSON allows")
 
 
-def _decode_json(text: str):
+def decode_json(text: str | bytes, what: str = "the frame"):
+    """Return the JSON value of `text` (NaN and Infinity refused), or raise ClientError."""
     try:
         return json.loads(text, parse_constant=_reject_non_finite)
     except (ValueError, RecursionError):
-        raise ClientError("invalid_json", "the frame is not valid JSON") from None
+        raise ClientError("invalid_json", f"{what} is not valid JSON") from None
+
+
+def is_number(value) -> bool:
+    """Whether a decoded JSON value is a number (bool is an int subclass, so types are exact)."""
+    return type(value) is float or type(value) is int
 
 
 def _batch(frame: dict, now: float) -> list[dict]:
@@ -109,36 +117,40 @@ def _batch(frame: dict, now: float) -> list[dict]:
         raise ClientError(
             "batch_too_large", f"a batch may hold at most {MAX_BATCH_POSITIONS} positions"
         )
-    return [_position(item, f"positions[{index}].", now) for index, item in enumerate(positions)]
+    return [
+        check_position(item, now, f"positions[{index}].") for index, item in enumerate(positions)
+    ]
 
 
-def _position(item, where: str, now: float) -> dict:
+def check_position(item, now: float, where: str = "", labels: dict[str, str] | None = None) -> dict:
+    """Return the position `item` describes, validated; or raise ClientError naming the field
+    (by its name in `labels`, for protocols that name it otherwise, such as OsmAnd's lon)."""
     if type(item) is not dict:
         raise ClientError("invalid_frame", f"{where or 'a position'} must be an object")
+    labels = labels or {}
     position = {}
     for name, required, lowest, highest in POSITION_FIELDS:
         value = item.get(name)
+        label = where + labels.get(name, name)
         if value is None:
             if required:
-                raise ClientError("invalid_field", f"{where}{name} is required")
+                raise ClientError("invalid_field", f"{label} is required")
             continue
-        # bool is an int subclass, so compare types exactly.
-        if type(value) is not float and type(value) is not int:
-            raise ClientError("invalid_field", f"{where}{name} must be a number")
+        if not is_number(value):
+            raise ClientError("invalid_field", f"{label} must be a number")
         try:
             value = float(value)
         except OverflowError:
-            raise ClientError("not_finite", f"{where}{name} is too large") from None
+            raise ClientError("not_finite", f"{label} is too large") from None
         if not math.isfinite(value):
-            raise ClientError("not_finite", f"{where}{name} must be finite")
+            raise ClientError("not_finite", f"{label} must be finite")
         if not lowest <= value <= highest:
-            raise ClientError(
-                "out_of_range", f"{where}{name} must be between {lowest:g} and {highest:g}"
-            )
+            raise ClientError("out_of_range", f"{label} must be between {lowest:g} and {highest:g}")
         position[name] = value
     if position["ts"] > now + MAX_CLOCK_AHEAD:
         raise ClientError(
-            "future_timestamp", f"{where}ts is more than {MAX_CLOCK_AHEAD:g} s in the future"
+            "future_timestamp",
+            f"{where}{labels.get('ts', 'ts')} is more than {MAX_CLOCK_AHEAD:g} s in the future",
         )
     seq = item.get("seq")
     if seq is not None:
@@ -153,7 +165,7 @@ def _position(item, where: str, now: float) -> dict:
 # ---------------------------------------------------------------- encoding (server -> client)
 
 # Fields of a position that managers see; seq matters to the device only.
-FEED_FIELDS = ("lat", "lng", "ts", "acc", "speed", "heading")
+FEED_FIELDS = ("lat", "lng", "ts", "acc", "speed", "heading", "alt", "batt")
 
 
 def _encode(frame: dict) -> str:

@@ -31,6 +31,7 @@ from tracking.devices import DeviceSide, DeviceSocket, TeamBatch
 from tracking.outage import Outage
 from tracking.positions import Position
 from tracking.state import InMemoryRelayState, RedisRelayState, RelayState
+from tracking.uploads import HttpDevices
 from tracking.watchers import ManagerSide, ManagerSocket, RelayUnavailable, close_quietly
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class Relay:
         flush_window: float,
         lease_renewal: float | None = None,
         slow_manager_timeout: float = 30.0,
+        http_device_timeout: float = 600.0,
         clock: Clock | None = None,
     ):
         self.state = state
@@ -66,6 +68,7 @@ class Relay:
             state=state, slow_manager_timeout=slow_manager_timeout, **outages
         )
         self.managers.spawn = self._spawn
+        self.uploads = HttpDevices(self, clock=self.clock, timeout=http_device_timeout)
         for outage in outages.values():
             outage.on_recovery = lambda: self._spawn(self._catch_up())
         self.channel: str | None = None
@@ -101,6 +104,19 @@ class Relay:
         self.devices.positions_received(
             socket, team_id=team_id, worker_id=worker_id, positions=positions, ack_seq=ack_seq
         )
+
+    async def sign_off(self, worker_id: int) -> None:
+        """End a worker's HTTP devices on every replica: its app said it stops reporting."""
+        await self.layer_outage.guard(
+            get_channel_layer().group_send(
+                control.RELAYS_GROUP, {"type": control.WORKER_SIGNED_OFF, "worker_id": worker_id}
+            )
+        )
+
+    async def latest_positions(self, team_id: int) -> dict[int, Position]:
+        """Return a team's last-known positions (none while the state cannot be reached)."""
+        team_state = await self.state_outage.guard(self.state.team_state(team_id))
+        return team_state.latest if team_state is not None else {}
 
     async def watch_team(
         self, socket: ManagerSocket, *, team_id: int, team_slug: str, roster: list[tuple[int, str]]
@@ -233,6 +249,8 @@ class Relay:
         if message_type == control.WORKER_REVOKED:
             for socket in self.devices.sockets_of(message.get("worker_id")):
                 await close_quietly(socket, protocol.CLOSE_UNAUTHENTICATED)
+        elif message_type == control.WORKER_SIGNED_OFF:
+            await self.uploads.end_worker(message.get("worker_id"))
         elif message_type == control.WATCHER_REVOKED:
             await self.managers.close_user(message.get("user_id"), message.get("team_id"))
         else:
@@ -260,6 +278,7 @@ class Relay:
             if task is not None:
                 task.cancel()
         self.ticking = None
+        self.uploads.stop()
 
 
 async def _reporting(outage: Outage, operation) -> None:
@@ -278,6 +297,7 @@ def build_relay(relay_class: type[Relay] = Relay) -> Relay:
     timing = {
         "flush_window": settings.TEAMTRACK_FLUSH_WINDOW,
         "slow_manager_timeout": settings.TEAMTRACK_SLOW_MANAGER_SECONDS,
+        "http_device_timeout": settings.TEAMTRACK_HTTP_DEVICE_TIMEOUT,
     }
     if settings.TEAMTRACK_RELAY_STATE == "redis":
         lease_ttl = settings.TEAMTRACK_PRESENCE_TTL

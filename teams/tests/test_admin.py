@@ -69,3 +69,36 @@ def test_team_admin_assigns_managers(admin, world):
     )
     assert response.status_code == 302, response.content.decode()[:2000]
     assert set(world.alpha.managers.all()) == {world.ann, world.bob}
+
+
+def test_workers_link_their_phone_setup_from_the_list_and_the_change_page(admin, world):
+    setup = f"/teams/bravo/workers/{world.b1.pk}/setup/"
+    assert (
+        f'<a href="{setup}">Set up a phone</a>'
+        in admin.get("/admin/teams/worker/").content.decode()
+    )
+    page = admin.get(f"/admin/teams/worker/{world.b1.pk}/change/").content.decode()
+    assert f'<a href="{setup}">Set up a phone</a>' in page
+    assert "History" in page  # the admin's own tools are still there
+    assert admin.post(setup).status_code == 200  # a superuser may set up any team's phone
+
+
+def test_team_admin_shows_and_saves_teammates_in_apps(admin, world):
+    page = admin.get(f"/admin/teams/team/{world.alpha.pk}/change/").content.decode()
+    assert 'name="teammates_in_apps"' in page
+    admin.post(
+        f"/admin/teams/team/{world.alpha.pk}/change/",
+        {
+            "slug": "alpha",
+            "name": "Alpha",
+            "teammates_in_apps": "on",
+            "workers-TOTAL_FORMS": "2",
+            "workers-INITIAL_FORMS": "2",
+            "workers-0-id": world.a1.pk,
+            "workers-0-team": world.alpha.pk,
+            "workers-1-id": world.a2.pk,
+            "workers-1-team": world.alpha.pk,
+        },
+    )
+    world.alpha.refresh_from_db()
+    assert world.alpha.teammates_in_apps is True

@@ -15,9 +15,8 @@ class Device:
     def __init__(self):
         self.acks: list[int] = []
 
-    async def send_frame(self, text, frame_type):
-        assert frame_type == "ack"
-        self.acks.append(int(text.split(":")[-1].rstrip("}")))
+    async def acknowledge(self, seq):
+        self.acks.append(seq)
 
     async def close_with(self, code):
         pass

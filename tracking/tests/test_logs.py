@@ -23,3 +23,13 @@ def test_a_repeating_record_passes_once_a_minute_with_a_count(caplog, monkeypatc
         "Something else",
         "Unexpected exception in receive task (and 29 more like it in the last minute)",
     ]
+
+
+def test_request_lines_lose_their_query_strings(caplog):
+    """runserver logs each request's path with its query string, where an OsmAnd device's
+    token travels."""
+    logger = logging.getLogger("django.channels.server")
+    details = {"method": "GET", "path": "/osmand/?id=tt_secret&lat=1", "status": 200}
+    with caplog.at_level(logging.INFO, logger="django.channels.server"):
+        logger.info("HTTP %(method)s %(path)s %(status)s", details)
+    assert [record.getMessage() for record in caplog.records] == ["HTTP GET /osmand/?… 200"]

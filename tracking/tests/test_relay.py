@@ -49,6 +49,10 @@ class StandInSocket:
         assert frame["type"] == frame_type
         await self.frames.put(frame)
 
+    async def acknowledge(self, seq):
+        if not self.broken:
+            await self.frames.put({"type": "ack", "seq": seq})
+
     async def close_with(self, code):
         self.closed_with_code = code
 
