@@ -79,6 +79,8 @@ class LocalCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # Where nginx takes Traccar Client's requests as its default port 5055 does in compose.
+        self.osmand_port = free_port()
         self.replica_ports = [free_port() for _ in range(replicas)]
         self.env = {
             **os.environ,
@@ -134,7 +136,7 @@ class LocalCluster:
             f"        server 127.0.0.1:{port} max_fails=0;" for port in self.replica_ports
         )
         config = string.Template(NGINX_TEMPLATE.read_text()).substitute(
-            workdir=self.workdir, port=self.port, servers=servers
+            workdir=self.workdir, port=self.port, osmand_port=self.osmand_port, servers=servers
         )
         config_path = self.workdir / "nginx.conf"
         config_path.write_text(config)
