@@ -194,3 +194,32 @@ def test_an_oversized_request_is_refused():
 def test_iso_without_offset_is_utc():
     expected = datetime(2025, 11, 26, 9, 39, 50, tzinfo=UTC).timestamp()
     assert osmand.parse_timestamp("2025-11-26T09:39:50", NOW) == expected
+
+
+# Requests as clients in the field send them (the shapes traccar/traccar's decoder tests use).
+REAL_QUERIES = [
+    "id=902064&lat=42.06288&lon=-88.23412&timestamp=2016-01-27T18%3A55%3A47Z&hdop=6.0"
+    "&altitude=224.0&speed=0.0",
+    "id=902064&lat=42.06288&lon=-88.23412&timestamp=1442068686579&hdop=6.0&altitude=224.0&speed=0.0",
+    "lat=49.60688&lon=6.15788&timestamp=2014-06-04+09%3A10%3A11&altitude=384.7&speed=0.0"
+    "&id=353861053849681",
+    "id=123456&timestamp=1377177267&lat=60.0&lon=30.0&speed=0.0&bearing=0.0&altitude=0&hdop=0.0",
+    "lat=60.0&lon=30.0&speed=0.0&heading=0.0&vacc=0&hacc=0&altitude=0&deviceid=123456",
+    "id=861001000719969&lat=41.666667&lon=-0.883333&altitude=350.059479&speed=0.000000&batt=87",
+    "id=123456&timestamp=1377177267&location=60.0,30.0",
+    "id=123456789012345&timestamp=1504763810&lat=40.7232948571&lon=-74.0061408571"
+    "&bearing=7.19889788244&speed=40&ignition=true&rpm=933&fuel=24",
+]
+
+
+@pytest.mark.parametrize("query", REAL_QUERIES)
+def test_requests_from_the_field_are_taken(query):
+    upload = parse(query)
+    assert upload.device_id.isdigit()
+    assert -90 <= upload.position["lat"] <= 90 and upload.position["ts"] <= NOW
+
+
+def test_the_date_with_a_plus_for_its_space_is_read_as_utc():
+    upload = parse(REAL_QUERIES[2])
+    assert upload.position["ts"] == datetime(2014, 6, 4, 9, 10, 11, tzinfo=UTC).timestamp()
+    assert parse(REAL_QUERIES[1]).position["ts"] == 1442068686.579
