@@ -1,0 +1,364 @@
+// static/js/track/tracker.js against a fake WebSocket and a fake clock: the auth frame first,
+// one batch in flight at a time, positions forgotten only when acknowledged, the backlog resent
+// oldest first after a reconnect, quiet while offline, and a stop for good on 4401.
+
+import assert from "node:assert/strict";
+import { describe, it, mock } from "node:test";
+
+import { MemoryStorage, PositionQueue } from "../../static/js/track/queue.js";
+import { Tracker } from "../../static/js/track/tracker.js";
+
+const URL = "ws://example.test/ws/worker/";
+const TOKEN = "tt_secret";
+const T0 = 1_764_150_000_000;
+
+/** A clock whose timers run only when the test moves time on. */
+function fakeClock() {
+  let now = T0;
+  let nextId = 1;
+  const timers = new Map();
+  return {
+    now: () => now,
+    setTimeout(callback, ms) {
+      const id = nextId++;
+      timers.set(id, { at: now + ms, callback });
+      return id;
+    },
+    clearTimeout(id) {
+      timers.delete(id);
+    },
+    pending: () => [...timers.values()].map((timer) => timer.at - now),
+    advance(ms) {
+      const until = now + ms;
+      for (;;) {
+        const due = [...timers].filter(([, timer]) => timer.at <= until).sort((a, b) => a[1].at - b[1].at)[0];
+        if (!due) break;
+        timers.delete(due[0]);
+        now = due[1].at;
+        due[1].callback();
+      }
+      now = until;
+    },
+  };
+}
+
+/** A WebSocket class that records its instances and what they sent; the test plays the server. */
+function fakeWebSocketClass() {
+  const FakeWebSocket = class {
+    constructor(url) {
+      this.url = url;
+      this.sent = [];
+      this.closedWith = null;
+      FakeWebSocket.instances.push(this);
+    }
+    send(text) {
+      this.sent.push(JSON.parse(text));
+    }
+    close(code) {
+      this.closedWith = code;
+    }
+    serverOpens() {
+      this.onopen();
+    }
+    receive(frame) {
+      this.onmessage({ data: JSON.stringify(frame) });
+    }
+    serverCloses(code) {
+      this.onclose({ code });
+    }
+    /** The batch frames sent, as lists of seqs. */
+    batches() {
+      return this.sent.filter((frame) => frame.type === "batch").map((frame) => frame.positions.map((p) => p.seq));
+    }
+  };
+  FakeWebSocket.instances = [];
+  return FakeWebSocket;
+}
+
+/** Let pending promise callbacks (storage, pump) run. */
+const settle = async () => {
+  for (let i = 0; i < 5; i += 1) await new Promise((resolve) => setImmediate(resolve));
+};
+
+const at = (n) => ({ lat: 41.39, lng: 2.16 + n / 1000, ts: T0 / 1000 + n });
+
+async function setup({ online = true, ...options } = {}) {
+  mock.restoreAll();
+  mock.method(console, "warn", () => {});
+  mock.method(console, "error", () => {});
+  const clock = fakeClock();
+  const WebSocketClass = fakeWebSocketClass();
+  const queue = await new PositionQueue(new MemoryStorage(), { now: () => 100 }).load();
+  const statuses = [];
+  const network = { online };
+  const tracker = new Tracker({
+    url: URL,
+    token: TOKEN,
+    queue,
+    clock,
+    WebSocketClass,
+    random: () => 0.5,
+    isOnline: () => network.online,
+    onStatus: (status) => statuses.push(status),
+    backoffStartMs: 1000,
+    backoffCapMs: 8000,
+    ackTimeoutMs: 20000,
+    minFrameIntervalMs: 250,
+    ...options,
+  });
+  const socket = () => WebSocketClass.instances.at(-1);
+  const last = () => statuses.at(-1);
+  return { tracker, queue, clock, WebSocketClass, socket, last, network, statuses };
+}
+
+describe("Tracker", () => {
+  it("sends the token in an auth frame first, then the position as a batch", async () => {
+    const { tracker, socket, last } = await setup();
+    tracker.start();
+    assert.equal(socket().url, URL);
+    assert.equal(last().link, "connecting");
+    socket().serverOpens();
+    await tracker.record(at(1));
+    await settle();
+    assert.deepEqual(socket().sent[0], { type: "auth", token: TOKEN });
+    assert.deepEqual(socket().sent[1], { type: "batch", positions: [{ ...at(1), seq: 100 }] });
+    assert.equal(last().link, "live");
+    assert.equal(last().lastSent.seq, 100);
+    assert.equal(last().queued, 1);
+  });
+
+  it("forgets a position only when an ack covers it", async () => {
+    const { tracker, socket, last, queue } = await setup();
+    tracker.start();
+    socket().serverOpens();
+    await tracker.record(at(1));
+    await settle();
+    assert.equal(queue.size, 1);
+    socket().receive({ type: "ack", seq: 100 });
+    await settle();
+    assert.equal(queue.size, 0);
+    assert.equal(last().queued, 0);
+    assert.equal(last().lastAcked.seq, 100);
+    assert.equal(last().lastAcked.lng, at(1).lng);
+  });
+
+  it("keeps one frame in flight: positions that come meanwhile leave together after the ack", async () => {
+    const { tracker, socket, clock } = await setup();
+    tracker.start();
+    socket().serverOpens();
+    await tracker.record(at(1));
+    await settle();
+    for (const n of [2, 3, 4]) await tracker.record(at(n));
+    await settle();
+    assert.deepEqual(socket().batches(), [[100]]);
+    socket().receive({ type: "ack", seq: 100 });
+    await settle();
+    clock.advance(250); // no more than one frame per minFrameIntervalMs
+    await settle();
+    assert.deepEqual(socket().batches(), [[100], [101, 102, 103]]);
+  });
+
+  it("waits between frames so as to stay under the server's rate limit", async () => {
+    const { tracker, socket, clock } = await setup();
+    tracker.start();
+    socket().serverOpens();
+    await tracker.record(at(1));
+    await settle();
+    socket().receive({ type: "ack", seq: 100 });
+    await tracker.record(at(2));
+    await settle();
+    assert.deepEqual(socket().batches(), [[100]], "a second frame at once would exceed 4 a second");
+    clock.advance(249);
+    await settle();
+    assert.equal(socket().batches().length, 1);
+    clock.advance(1);
+    await settle();
+    assert.deepEqual(socket().batches(), [[100], [101]]);
+  });
+
+  it("resends what was not acknowledged after a reconnect, oldest first, in batches of 500", async () => {
+    const { tracker, socket, clock, WebSocketClass, last } = await setup();
+    tracker.start();
+    const first = socket();
+    for (let n = 0; n < 3; n += 1) await tracker.record(at(n));
+    first.serverOpens();
+    await settle();
+    assert.deepEqual(first.batches(), [[100, 101, 102]]);
+    first.serverCloses(1006); // no ack came
+    assert.equal(last().link, "reconnecting");
+    for (let n = 3; n < 1203; n += 1) await tracker.record(at(n));
+    clock.advance(500); // the jitter of the first retry: random 0.5 of 1000 ms
+    assert.equal(WebSocketClass.instances.length, 2);
+    const second = socket();
+    second.serverOpens();
+    await settle();
+    assert.deepEqual(second.sent[0], { type: "auth", token: TOKEN });
+    const seqs = () => second.batches().flat();
+    assert.equal(second.batches()[0].length, 500);
+    assert.deepEqual(seqs(), Array.from({ length: 500 }, (_, n) => 100 + n));
+    second.receive({ type: "ack", seq: 599 });
+    await settle();
+    clock.advance(250);
+    await settle();
+    second.receive({ type: "ack", seq: 1099 });
+    await settle();
+    clock.advance(250);
+    await settle();
+    assert.deepEqual(second.batches().map((batch) => batch.length), [500, 500, 203]);
+    assert.deepEqual(seqs(), Array.from({ length: 1203 }, (_, n) => 100 + n), "each once, in order");
+    second.receive({ type: "ack", seq: 1302 });
+    await settle();
+    assert.equal(last().queued, 0);
+    assert.equal(last().lastAcked.seq, 1302);
+  });
+
+  it("stops for good when the server refuses the token (4401)", async () => {
+    const { tracker, socket, clock, WebSocketClass, last } = await setup();
+    tracker.start();
+    socket().serverOpens();
+    socket().serverCloses(4401);
+    assert.equal(last().link, "revoked");
+    clock.advance(120_000);
+    assert.equal(WebSocketClass.instances.length, 1, "no reconnect after 4401");
+    tracker.start();
+    assert.equal(WebSocketClass.instances.length, 1, "nor when asked to start again");
+  });
+
+  it("reconnects with growing backoff after 4503 and 4429, and at once after an ack reset it", async () => {
+    const { tracker, socket, clock, WebSocketClass, last } = await setup();
+    tracker.start();
+    socket().serverCloses(4503);
+    assert.equal(last().link, "reconnecting");
+    assert.equal(last().closeCode, 4503);
+    assert.equal(last().retryAt, T0 + 500);
+    clock.advance(500);
+    socket().serverCloses(4429);
+    assert.equal(last().retryAt, clock.now() + 1000); // attempt 1: half of 2000 ms
+    clock.advance(1000);
+    assert.equal(WebSocketClass.instances.length, 3);
+  });
+
+  it("closes the socket at once when the browser goes offline, and queues until it is back", async () => {
+    const { tracker, socket, clock, WebSocketClass, last, network } = await setup();
+    tracker.start();
+    const first = socket();
+    first.serverOpens();
+    await tracker.record(at(1));
+    await settle();
+    first.receive({ type: "ack", seq: 100 });
+    await settle();
+    network.online = false;
+    tracker.networkDown();
+    assert.equal(first.closedWith, 1000);
+    assert.equal(last().link, "offline");
+    for (const n of [2, 3, 4]) await tracker.record(at(n));
+    assert.equal(last().queued, 3);
+    assert.equal(last().link, "offline");
+    clock.advance(300_000);
+    assert.equal(WebSocketClass.instances.length, 1, "no attempts while offline");
+    first.serverCloses(1006); // the old socket's late close event changes nothing
+    assert.equal(last().link, "offline");
+    network.online = true;
+    tracker.networkUp();
+    const second = socket();
+    assert.notEqual(second, first);
+    second.serverOpens();
+    await settle();
+    assert.deepEqual(second.batches(), [[101, 102, 103]]);
+    second.receive({ type: "ack", seq: 103 });
+    await settle();
+    assert.equal(last().queued, 0);
+    assert.equal(last().link, "live");
+  });
+
+  it("does not try to connect while the browser says it is offline", async () => {
+    const { tracker, WebSocketClass, last } = await setup({ online: false });
+    tracker.start();
+    assert.equal(WebSocketClass.instances.length, 0);
+    assert.equal(last().link, "offline");
+  });
+
+  it("treats a socket that never acknowledges as dead and reconnects", async () => {
+    const { tracker, socket, clock, WebSocketClass, last } = await setup();
+    tracker.start();
+    const first = socket();
+    first.serverOpens();
+    await tracker.record(at(1));
+    await settle();
+    clock.advance(19_999);
+    assert.equal(WebSocketClass.instances.length, 1);
+    clock.advance(1);
+    assert.equal(first.closedWith, 1000);
+    assert.equal(last().link, "reconnecting");
+    clock.advance(500);
+    socket().serverOpens();
+    await settle();
+    assert.deepEqual(socket().batches(), [[100]], "the position is sent again");
+  });
+
+  it("also gives up on a socket that never opens", async () => {
+    const { tracker, clock, WebSocketClass, last } = await setup();
+    tracker.start();
+    clock.advance(20_000);
+    assert.equal(last().link, "reconnecting");
+    clock.advance(500);
+    assert.equal(WebSocketClass.instances.length, 2);
+  });
+
+  it("sends a rate-limited frame again later, and drops positions the server refuses", async () => {
+    const { tracker, socket, clock, queue, last } = await setup();
+    tracker.start();
+    for (const n of [1, 2, 3]) await tracker.record(at(n));
+    socket().serverOpens();
+    await settle();
+    socket().receive({ type: "error", code: "rate_limited", detail: "too many frames; slow down" });
+    await settle();
+    clock.advance(1999);
+    await settle();
+    assert.equal(socket().batches().length, 1);
+    clock.advance(1);
+    await settle();
+    assert.deepEqual(socket().batches(), [[100, 101, 102], [100, 101, 102]]);
+    socket().receive({ type: "error", code: "out_of_range", detail: "positions[1].lat must be between -90 and 90" });
+    await settle();
+    assert.equal(last().refused, 1);
+    assert.deepEqual((await queue.oldest()).map((entry) => entry.seq), [100, 102]);
+    clock.advance(250);
+    await settle();
+    assert.deepEqual(socket().batches().at(-1), [100, 102]);
+    socket().receive({ type: "error", code: "invalid_json", detail: "the frame is not valid JSON" });
+    await settle();
+    assert.equal(last().refused, 3, "an error that names no position drops the frame");
+    assert.equal(queue.size, 0);
+  });
+
+  it("closes the socket and stops retrying on stop(), keeping the queue", async () => {
+    const { tracker, socket, clock, WebSocketClass, last, queue } = await setup();
+    tracker.start();
+    const first = socket();
+    first.serverOpens();
+    await tracker.record(at(1));
+    await settle();
+    tracker.stop();
+    assert.equal(first.closedWith, 1000);
+    assert.equal(last().link, "idle");
+    clock.advance(60_000);
+    assert.equal(WebSocketClass.instances.length, 1);
+    assert.equal(queue.size, 1);
+  });
+
+  it("ignores frames it does not know and acks from a socket it let go", async () => {
+    const { tracker, socket, queue } = await setup();
+    tracker.start();
+    const first = socket();
+    first.serverOpens();
+    await tracker.record(at(1));
+    await settle();
+    first.onmessage({ data: "not json" });
+    first.receive({ type: "snapshot" });
+    tracker.networkDown();
+    first.receive({ type: "ack", seq: 100 });
+    await settle();
+    assert.equal(queue.size, 1);
+  });
+});
