@@ -22,8 +22,17 @@ TRACK_PATH = "/track/"
 # Traccar Client settings for live tracking: GPS-grade fixes every 10 s whether or not the phone
 # moved, kept on the phone while offline and sent later. The keys are the app's own preference
 # names, which its QR code scanner reads from a link's query (traccar/traccar-client,
-# lib/preferences.dart and the QR screen).
-TRACCAR_SETTINGS = {"accuracy": "high", "interval": "10", "distance": "0", "buffer": "true"}
+# lib/preferences.dart and the QR screen). Its defaults would undo that: fixes at most every
+# 30 s (fastest_interval, on a par with the map's stale time) and none while the phone stands
+# still (stop_detection), which would show a waiting courier offline.
+TRACCAR_SETTINGS = {
+    "accuracy": "high",
+    "interval": "10",
+    "fastest_interval": "10",
+    "distance": "0",
+    "stop_detection": "false",
+    "buffer": "true",
+}
 
 OWNTRACKS_DEVICE_ID = "phone"
 
@@ -72,7 +81,11 @@ def owntracks_config(*, origin: str, worker: Worker, token: str) -> dict:
         "password": token,
         "deviceId": OWNTRACKS_DEVICE_ID,
         "tid": tracker_id(worker.name),
-        "monitoring": 1,  # significant changes; workers can switch to "move" for more detail
+        # Move mode: a fix every locatorInterval seconds. The default, significant changes,
+        # reports every few hundred metres or minutes: a worker would show stale, then offline.
+        "monitoring": 2,
+        "locatorInterval": 10,
+        "moveModeLocatorInterval": 10,  # the Android app's name for it
         "locatorPriority": 3,  # Android: GPS accuracy
     }
 

@@ -132,6 +132,8 @@ def worker_setup_issue(*, worker: Worker) -> PhoneSetup:
 def enrolment_redeem(*, code: str) -> tuple[Worker, str] | None:
     """Use an enrolment link once: return its worker and device token, or None if it is
     unknown, expired, or its worker is inactive or holds another token by now."""
+    if not code.isascii():  # codes are URL-safe base64; anything else cannot be one
+        return None
     enrolment = (
         Enrolment.objects.select_for_update(of=("self",))
         .select_related("worker__team")

@@ -75,7 +75,9 @@ def team_worker_setup(request, slug, worker_id):
     if request.method == "GET":
         return render(request, "teams/worker_setup.html", {"team": team, "worker": worker})
     setup = services.worker_setup_issue(worker=worker)
-    origin = request.build_absolute_uri("/").rstrip("/")
+    # Behind a TLS terminator the request may look like plain HTTP; PUBLIC_URL says what phones
+    # must use.
+    origin = settings.TEAMTRACK_PUBLIC_URL or request.build_absolute_uri("/").rstrip("/")
     links = phone_links.phone_links(origin=origin, worker=worker, setup=setup)
     context = {
         "team": team,
@@ -88,7 +90,7 @@ def team_worker_setup(request, slug, worker_id):
             "browser": qr_svg(links.enrolment_link, title="Browser tracking link"),
         },
         "enrolment_days": settings.TEAMTRACK_ENROLMENT_DAYS,
-        "secure": request.is_secure(),
+        "secure": origin.startswith("https://"),
     }
     response = render(request, "teams/worker_setup_issued.html", context)
     response["Cache-Control"] = "no-store"  # no copy in the browser's cache or history

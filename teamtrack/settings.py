@@ -181,6 +181,10 @@ METRICS_ALLOWED_NETWORKS = env.list(
     "METRICS_ALLOWED_NETWORKS",
     default=["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
 )
+# The address phones use to reach TeamTrack (https://track.example.com), for the links of the
+# phone setup page; empty: as the manager's browser reached it (wrong behind a TLS terminator
+# that talks plain HTTP to nginx, which tells Django the scheme it saw).
+TEAMTRACK_PUBLIC_URL = env.str("PUBLIC_URL", default="").rstrip("/")
 # A phone app uploading over HTTP (OsmAnd, OwnTracks) counts as connected until it has sent
 # nothing for this long; Traccar's own server waits as long before it calls a device offline.
 TEAMTRACK_HTTP_DEVICE_TIMEOUT = env.float("HTTP_DEVICE_TIMEOUT_SECONDS", default=600.0)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
 from tracking.positions import Position
-from tracking.protocol import ClientError, check_position, decode_json, is_number
+from tracking.protocol import ClientError, check_position, decode_json, is_number, scaled
 
 KNOT = 1852 / 3600  # m/s
 # Epoch values above this are milliseconds (in seconds it is the year 5138).
@@ -83,7 +83,7 @@ def _parse_parameters(parameters: dict[str, str], now: float) -> Upload:
         "lng": _number(lon, "lon"),
         "ts": parse_timestamp(parameters.get("timestamp"), now),
         "acc": _number(parameters.get("accuracy"), "accuracy"),
-        "speed": _scaled(_number(parameters.get("speed"), "speed"), KNOT),
+        "speed": scaled(_number(parameters.get("speed"), "speed"), KNOT),
         "heading": _number(parameters.get("bearing", parameters.get("heading")), "bearing"),
         "alt": _number(parameters.get("altitude"), "altitude"),
         "batt": _number(parameters.get("batt"), "batt"),
@@ -111,7 +111,7 @@ def _parse_json(body: bytes, now: float) -> Upload:
         "heading": coords.get("heading"),
         "alt": coords.get("altitude"),
         # Level is 0..1; unknown is -1 on some phones.
-        "batt": _scaled(level, 100) if is_number(level) and level >= 0 else None,
+        "batt": scaled(level, 100) if is_number(level) and level >= 0 else None,
     }
     # Phones report an unknown speed or heading as -1.
     for name in ("speed", "heading"):
@@ -126,17 +126,19 @@ def parse_timestamp(value, now: float, label: str = "timestamp") -> float:
     takes it."""
     if value is None or value == "":
         return now
-    if is_number(value):
-        seconds = float(value)
-    elif type(value) is str:
+    if type(value) is str:
         try:
-            seconds = float(value)
+            value = float(value)
         except ValueError:
-            seconds = _parse_date(value, label)
-    else:
+            return _parse_date(value, label)
+    if not is_number(value):
         raise ClientError("invalid_field", f"{label} must be a time")
+    try:
+        seconds = float(value)
+    except OverflowError:
+        raise ClientError("not_finite", f"{label} is too large") from None
     if not math.isfinite(seconds):
-        raise ClientError("invalid_field", f"{label} must be a time")
+        raise ClientError("not_finite", f"{label} must be finite")
     return seconds / 1000 if abs(seconds) >= EPOCH_MILLISECONDS_FROM else seconds
 
 
@@ -160,10 +162,6 @@ def _number(text: str | None, label: str) -> float | None:
         return float(text)
     except ValueError:
         raise ClientError("invalid_field", f"{label} must be a number") from None
-
-
-def _scaled(value, factor: float):
-    return value * factor if is_number(value) else value
 
 
 def _object(container: dict, key: str, label: str) -> dict:

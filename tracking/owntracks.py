@@ -10,7 +10,7 @@ is `[]`, or, when the team shares positions in the apps, each teammate's latest 
 from dataclasses import dataclass
 
 from tracking.positions import Position
-from tracking.protocol import ClientError, check_position, decode_json, is_number
+from tracking.protocol import ClientError, check_position, decode_json, is_number, scaled
 
 KILOMETRE_PER_HOUR = 1 / 3.6  # m/s
 MAX_BODY_BYTES = 64 * 1024  # a location takes a few hundred bytes; waypoint lists take more
@@ -45,7 +45,7 @@ def parse(body: bytes, *, now: float) -> Message:
         "lng": message.get("lon"),
         "ts": message.get("tst"),
         "acc": message.get("acc"),
-        "speed": _scaled(message.get("vel"), KILOMETRE_PER_HOUR),
+        "speed": scaled(message.get("vel"), KILOMETRE_PER_HOUR),
         "heading": message.get("cog"),
         "alt": message.get("alt"),
         "batt": message.get("batt"),
@@ -106,7 +106,3 @@ def teammate_messages(
             location["batt"] = round(position["batt"])
         messages.append(location)
     return messages
-
-
-def _scaled(value, factor: float):
-    return value * factor if is_number(value) else value

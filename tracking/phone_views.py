@@ -36,10 +36,6 @@ async def osmand_upload(request):
     """Take one OsmAnd position; 200 with an empty body once it is safe."""
     if request.method not in ("GET", "POST"):
         return text(405, "use GET or POST", Allow="GET, POST")
-    address = request.META.get("REMOTE_ADDR", "")
-    if limits.failed_logins().blocked(address):
-        metrics.RATE_LIMITED_CLOSES.labels("failed_logins").inc()
-        return text(429, "too many unknown devices from this address; wait a minute")
     try:
         upload = osmand.parse(
             request.META.get("QUERY_STRING", ""),
@@ -49,9 +45,9 @@ async def osmand_upload(request):
         )
     except ClientError as error:
         return rejected(error)
-    worker = await authenticate(upload.device_id, address)
+    worker = await authenticate(upload.device_id)
     if worker is None:
-        return text(403, "unknown or revoked device id")
+        return refused(request, text(403, "unknown or revoked device id"))
     device = await take(worker, [upload.position])
     return device if isinstance(device, HttpResponse) else HttpResponse(status=200)
 
@@ -61,21 +57,20 @@ async def owntracks_upload(request):
     """Take one OwnTracks message; 200 with a JSON array (teammates, if the team shares)."""
     if request.method != "POST":
         return text(405, "use POST", Allow="POST")
-    address = request.META.get("REMOTE_ADDR", "")
-    if limits.failed_logins().blocked(address):
-        metrics.RATE_LIMITED_CLOSES.labels("failed_logins").inc()
-        return text(429, "too many failed logins from this address; wait a minute")
     token = basic_auth_password(request.headers.get("Authorization", ""))
-    worker = await authenticate(token, address) if token else None
+    worker = await authenticate(token or "")
     if worker is None:
-        return text(
-            401, "unknown or revoked token", **{"WWW-Authenticate": 'Basic realm="TeamTrack"'}
-        )
+        unauthorized = text(401, "unknown or revoked token")
+        unauthorized["WWW-Authenticate"] = 'Basic realm="TeamTrack"'
+        return refused(request, unauthorized)
     try:
         message = owntracks.parse(request.body, now=time.time())
     except ClientError as error:
         return rejected(error)
     if message.kind == owntracks.OFFLINE:
+        over_rate = await within_rate(worker)
+        if over_rate is not None:
+            return over_rate
         await get_relay().sign_off(worker.id)
         return JsonResponse([], safe=False)
     positions = [message.position] if message.kind == owntracks.LOCATION else []
@@ -87,19 +82,27 @@ async def owntracks_upload(request):
     return JsonResponse(await teammates(worker, device), safe=False)
 
 
+async def within_rate(worker) -> HttpResponse | None:
+    """Spend one of the worker's budget (waiting up to MAX_RATE_WAIT for it); None if it was
+    there, else the 429 to answer."""
+    limit = limits.worker_frame_limit(worker.id)
+    if limit.take():
+        return None
+    wait = limit.seconds_until_token()
+    if wait <= MAX_RATE_WAIT:
+        await asyncio.sleep(wait)
+        if limit.take():
+            return None
+    metrics.POSITIONS_REJECTED.labels("rate_limited").inc()
+    return text(429, "too many requests for this device; slow down")
+
+
 async def take(worker, positions: list) -> HttpDevice | HttpResponse:
     """Hand the positions to the relay within the worker's rate; return the worker's device
     once they are safe, or the answer that says why not."""
-    limit = limits.worker_frame_limit(worker.id)
-    if not limit.take():
-        wait = limit.seconds_until_token()
-        if wait > MAX_RATE_WAIT:
-            metrics.POSITIONS_REJECTED.labels("rate_limited").inc()
-            return text(429, "too many requests for this device; slow down")
-        await asyncio.sleep(wait)
-        if not limit.take():
-            metrics.POSITIONS_REJECTED.labels("rate_limited").inc()
-            return text(429, "too many requests for this device; slow down")
+    over_rate = await within_rate(worker)
+    if over_rate is not None:
+        return over_rate
     try:
         device = await get_relay().uploads.upload(
             team_id=worker.team_id, worker_id=worker.id, name=worker.name, positions=positions
@@ -121,14 +124,24 @@ async def teammates(worker, device) -> list[dict]:
     return owntracks.teammate_messages(worker.team.slug, names, latest, carded=device.carded)
 
 
-async def authenticate(token: str, address: str):
-    """Return the active worker holding this token, or None (counted as a failed login)."""
-    worker = None
-    if token.isascii() and len(token) <= 256:
-        worker = await database_sync_to_async(selectors.worker_get_by_token)(token=token)
-    if worker is None:
-        limits.failed_logins().record_failure(address)
-    return worker
+async def authenticate(token: str):
+    """Return the active worker holding this token, or None. A good token is let in even from
+    an address blocked for failed logins: phones share carriers' NAT addresses, and one phone
+    left with a rotated token, retrying for ever, must not lock out the others."""
+    if not token or not token.isascii() or len(token) > 256:
+        return None
+    return await database_sync_to_async(selectors.worker_get_by_token)(token=token)
+
+
+def refused(request, answer: HttpResponse) -> HttpResponse:
+    """Count a failed login, or answer 429 if this address already failed too often."""
+    address = request.META.get("REMOTE_ADDR", "")
+    failed_logins = limits.failed_logins()
+    if failed_logins.blocked(address):
+        metrics.RATE_LIMITED_CLOSES.labels("failed_logins").inc()
+        return text(429, "too many failed logins from this address; wait a minute")
+    failed_logins.record_failure(address)
+    return answer
 
 
 def basic_auth_password(header: str) -> str | None:

@@ -109,6 +109,17 @@ def is_number(value) -> bool:
     return type(value) is float or type(value) is int
 
 
+def scaled(value, factor: float):
+    """A number in another unit (an integer too large for a float: infinity, which validation
+    refuses); anything else as it is, for validation to name."""
+    if not is_number(value):
+        return value
+    try:
+        return float(value) * factor
+    except OverflowError:
+        return math.inf
+
+
 def _batch(frame: dict, now: float) -> list[dict]:
     positions = frame.get("positions")
     if type(positions) is not list:

@@ -12,6 +12,7 @@ from functools import cache
 
 from django.conf import settings
 from django.contrib.staticfiles import finders
+from django.db import OperationalError
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.template.loader import get_template, render_to_string
@@ -77,7 +78,10 @@ def track_enrol(request):
     code = body.get("code") if isinstance(body, dict) else None
     if not isinstance(code, str) or not code or len(code) > MAX_CODE_CHARS:
         return _text(400, 'The body must be {"code": "<enrolment code>"}.')
-    redeemed = services.enrolment_redeem(code=code)
+    try:
+        redeemed = services.enrolment_redeem(code=code)
+    except OperationalError:  # SQLite (development) refuses a second writer at once
+        return _text(503, "Busy; try again.")
     if redeemed is None:
         failed_logins.record_failure(address)
         return _text(410, "This enrolment link is unknown, used or expired.")

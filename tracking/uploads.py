@@ -82,8 +82,9 @@ class HttpDevices:
             async with asyncio.timeout(ACK_TIMEOUT):
                 await acked
         except TimeoutError:
-            device.waiting.pop(seq, None)
             return None
+        finally:  # also when the client went away: a forgotten wait would keep it online
+            device.waiting.pop(seq, None)
         return device
 
     async def end(self, device: HttpDevice) -> None:

@@ -24,7 +24,9 @@ def test_traccar_link_is_the_server_url_with_the_identifier_and_settings():
         "id": "tt_abc+/=",
         "accuracy": "high",
         "interval": "10",
+        "fastest_interval": "10",  # the app's default, 30 s, would make workers flicker stale
         "distance": "0",
+        "stop_detection": "false",  # its default stops reporting while the phone stands still
         "buffer": "true",
     }
 

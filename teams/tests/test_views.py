@@ -172,8 +172,9 @@ def test_setup_post_issues_a_working_credential_shown_once(client, world):
     assert (config["username"], config["tid"], config["monitoring"]) == (
         f"worker-{world.a1.pk}",
         "AL",
-        1,
+        2,  # move mode: a fix every locatorInterval seconds
     )
+    assert config["locatorInterval"] == 10
     # Browser: the code in the fragment, redeemable exactly once.
     link = re.search(r'<code id="enrolment-link"[^>]*>([^<]+)</code>', page).group(1)
     assert link.startswith("http://testserver/track/#enrol=")
@@ -225,3 +226,15 @@ def test_setup_and_removal_need_the_csrf_token(world):
     csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
     assert client.post(setup_url(world.a1), {"csrfmiddlewaretoken": csrf}).status_code == 200
     assert worker_get_by_token(token=world.tokens[world.a1.id]) is None
+
+
+def test_setup_links_follow_public_url_behind_a_tls_terminator(client, world, settings):
+    """nginx tells Django the scheme it saw (http, behind a TLS terminator); the phones must
+    still be given https:// addresses."""
+    settings.TEAMTRACK_PUBLIC_URL = "https://track.example.com"
+    client.force_login(world.ann)
+    page = client.post(setup_url(world.a1), headers={"X-Forwarded-Proto": "http"}).content.decode()
+    assert '<code id="traccar-server-url">https://track.example.com/osmand/</code>' in page
+    assert owntracks_config_of(page)["url"] == "https://track.example.com/owntracks/"
+    assert "https://track.example.com/track/#enrol=" in page
+    assert "http://testserver" not in page

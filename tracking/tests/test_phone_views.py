@@ -131,16 +131,21 @@ async def test_an_unknown_or_revoked_device_gets_403(world, client):
     assert response.status_code == 403
 
 
-async def test_unknown_device_ids_count_as_failed_logins(world, client, settings):
+async def test_unknown_device_ids_count_as_failed_logins_but_good_tokens_still_pass(
+    world, client, settings
+):
+    """Phones share carriers' NAT addresses: one left with a rotated token must not lock out
+    the others, so a blocked address gets 429 for bad tokens only."""
     settings.TEAMTRACK_FAILED_LOGINS_PER_MINUTE = 3
     for attempt in range(3):
-        assert (
-            await client.get(f"/osmand/?{osmand_query(f'tt_guess{attempt}')}")
-        ).status_code == 403
+        response = await client.get(f"/osmand/?{osmand_query(f'tt_guess{attempt}')}")
+        assert response.status_code == 403
+    assert (await client.get(f"/osmand/?{osmand_query('tt_guess4')}")).status_code == 429
+    assert (await owntracks_post(client, "tt_guess5", location())).status_code == 429
     response = await client.get(f"/osmand/?{osmand_query(world.tokens[world.a1.id])}")
-    assert response.status_code == 429, "a blocked address may not try even a good token"
-    owntracks = await owntracks_post(client, world.tokens[world.a1.id], location())
-    assert owntracks.status_code == 429
+    assert response.status_code == 200
+    owntracks = await owntracks_post(client, world.tokens[world.a2.id], location())
+    assert owntracks.status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -361,3 +366,51 @@ async def test_tokens_reach_no_log(world, client, caplog):
     assert caplog.records, "the bad requests were not logged at all"
     for secret in (token, "tt_secret_guess", "tt_other_secret"):
         assert secret not in logged
+
+
+async def test_lwt_spends_the_rate_budget_and_does_not_renew_it(world, client, settings):
+    """A phone looping 'locations, then lwt' gets no fresh burst for each lwt."""
+    settings.TEAMTRACK_WORKER_FRAMES_PER_SECOND = 0.1
+    settings.TEAMTRACK_WORKER_FRAME_BURST = 2
+    token = world.tokens[world.a1.id]
+    statuses = []
+    for second in range(3):
+        for message in (location(tst=1_764_149_000 + second), {"_type": "lwt"}):
+            statuses.append((await owntracks_post(client, token, message)).status_code)
+    assert statuses == [200, 200, 429, 429, 429, 429]
+
+
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        (
+            "/osmand/",
+            {
+                "device_id": "TOKEN",
+                "location": {"timestamp": 10**400, "coords": {"latitude": 1, "longitude": 2}},
+            },
+        ),
+        (
+            "/owntracks/",
+            {"_type": "location", "lat": 1, "lon": 2, "tst": 1764149990, "vel": 10**400},
+        ),
+        (
+            "/osmand/",
+            {
+                "device_id": "TOKEN",
+                "location": {
+                    "timestamp": "9999-12-31T23:59:59Z",
+                    "coords": {"latitude": 1, "longitude": 2},
+                },
+            },
+        ),
+    ],
+    ids=["huge-timestamp", "huge-vel", "year-9999"],
+)
+async def test_numbers_too_large_are_a_400_not_a_500(world, client, path, body):
+    token = world.tokens[world.a1.id]
+    text = json.dumps(body).replace("TOKEN", token)
+    response = await client.post(
+        path, data=text, content_type="application/json", headers={"Authorization": basic(token)}
+    )
+    assert response.status_code == 400, response.content

@@ -199,3 +199,9 @@ def test_the_service_worker_covers_the_page_and_caches_its_shell(client):
         else:
             assert client.get(url).status_code == 200, url
     assert re.search(r'^const CACHE = "teamtrack-track-[0-9a-f]{16}";$', script, re.M)
+
+
+@pytest.mark.parametrize("code", ["\ud800", "codé"], ids=["lone-surrogate", "non-ascii"])
+def test_a_code_that_cannot_be_one_is_gone_not_a_500(client, world, code):
+    response = client.post("/track/enrol", {"code": code}, content_type="application/json")
+    assert response.status_code == 410
