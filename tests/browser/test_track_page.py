@@ -18,6 +18,7 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import PHONE, TeamTrack
 from tests.browser.test_map import expect_live, manager, map_path, team_name
+from tests.browser.test_setup_page import OUTPUT
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.timeout(60)]
 
@@ -185,6 +186,8 @@ def test_positions_reach_the_map_and_a_queue_kept_offline_arrives_once_in_order(
     expect(phone.locator("#track-last-acked")).to_contain_text(shown(OFFLINE_WALK[-1]))
     expect(phone.locator("#track-last-acked")).to_have_attribute("data-seq", str(seqs[-1]))
     assert phone.stored_queue() == []
+    # The picture in README.md (written there by `make screenshot`).
+    phone.page.screenshot(path=OUTPUT / "screenshot-track.png")
 
     resent = phone.sent[frames_before:]
     assert resent[0]["type"] == "auth"
