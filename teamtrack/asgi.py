@@ -1,4 +1,5 @@
-"""ASGI entry point: Django for HTTP, Channels consumers for WebSockets."""
+"""ASGI entry point: Channels consumers for WebSockets and the phone apps' uploads, Django for
+every other HTTP request."""
 
 import os
 
@@ -9,12 +10,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "teamtrack.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
-from tracking.routing import websocket_urlpatterns  # noqa: E402
+from tracking.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": URLRouter([*http_urlpatterns, re_path(r"", django_asgi_app)]),
         "websocket": URLRouter(websocket_urlpatterns),
     }
 )

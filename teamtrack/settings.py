@@ -218,6 +218,8 @@ LOGGING = {
         # "query_strings_out": request records, whose query strings would carry OsmAnd devices'
         # tokens (see tracking/logs.py).
         "channels_redis.pubsub": {"filters": ["repeats"]},
+        # A phone left with a revoked token retries for ever: its refusals, once a minute.
+        "tracking.phone_consumers": {"filters": ["repeats"]},
         "django.request": {"filters": ["query_strings_out", "repeats"]},
         "django.security": {"filters": ["query_strings_out"]},
         "django.channels.server": {"filters": ["query_strings_out"]},

@@ -1,14 +1,11 @@
-"""HTTP routes of devices: the phone apps' protocols and the browser tracking page."""
+"""HTTP routes of the browser tracking page."""
 
-from django.urls import path, re_path
+from django.urls import path
 
-from tracking import phone_views, track_views
+from tracking import track_views
 
+# The phone apps' endpoints (/osmand/, /owntracks/) are consumers: tracking/routing.py.
 urlpatterns = [
-    # With or without the slash: the apps' users type the server URL, and Django's redirect to
-    # the slash would lose a POST.
-    re_path(r"^osmand/?$", phone_views.osmand_upload, name="osmand"),
-    re_path(r"^owntracks/?$", phone_views.owntracks_upload, name="owntracks"),
     # The browser tracking page (tracking/track_views.py).
     path("track/", track_views.track_page, name="track-page"),
     path("track/enrol", track_views.track_enrol, name="track-enrol"),

@@ -201,6 +201,13 @@ class PostgresDatabase:
         ).fetchone()
         return row[0]
 
+    def sessions_opened(self) -> int:
+        """Count the sessions ever opened to this database (PostgreSQL 14+)."""
+        row = self.admin.execute(
+            "SELECT sessions FROM pg_stat_database WHERE datname = %s", [self.name]
+        ).fetchone()
+        return row[0]
+
 
 @pytest.fixture(scope="module")
 def postgres_database():

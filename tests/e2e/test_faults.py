@@ -334,12 +334,6 @@ def run_storm(cluster: LocalCluster, database, sampler: ConnectionSampler) -> St
         for url in (survivor, cluster.url)
     ]
 
-    def sessions_opened() -> int:
-        (count,) = database.admin.execute(
-            "SELECT sessions FROM pg_stat_database WHERE datname = %s", [database.name]
-        ).fetchone()
-        return count
-
     def unseen(since_wall: float) -> list[str]:
         """Say what each map misses: its snapshot, or a position newer than `since_wall`."""
         missing = []
@@ -378,7 +372,7 @@ def run_storm(cluster: LocalCluster, database, sampler: ConnectionSampler) -> St
         await wait_until(lambda: not unseen(0) and not ghosts(), 60, "maps never saw everyone")
         assert all(device.connected for device in result.devices)
         before = len(traceback_records(cluster, 1))
-        sessions_before = await asyncio.to_thread(sessions_opened)
+        sessions_before = await asyncio.to_thread(database.sessions_opened)
         result.peak_connections_before = sampler.peak()
 
         cluster.signal_replica(0)  # a crash: every socket of replica 0 drops at once
@@ -404,7 +398,7 @@ def run_storm(cluster: LocalCluster, database, sampler: ConnectionSampler) -> St
             snapshot = await first_snapshot(url, logins[team["slug"]])
             if not all_online_with_position(snapshot, ids, killed_wall):
                 result.incomplete_snapshots.append(team["slug"])
-        result.sessions_opened = await asyncio.to_thread(sessions_opened) - sessions_before
+        result.sessions_opened = await asyncio.to_thread(database.sessions_opened) - sessions_before
         result.peak_connections = sampler.peak(since=killed_at)
         result.survivor_alive = cluster.replicas[1].poll() is None
         result.tracebacks = traceback_records(cluster, 1)[before:]

@@ -166,3 +166,27 @@ def test_an_upload_is_answered_200_only_once_redis_took_it(private_redis, tmp_pa
         assert cluster.replicas[0].poll() is None
     finally:
         cluster.stop()
+
+
+def test_uploads_share_the_replicas_database_connection(postgres_database, tmp_path):
+    """Each upload's token lookup runs on the replica's one database thread, as the sockets'
+    do: a connection per request (Django's ASGI path) used up PostgreSQL's in a minute."""
+    cluster = LocalCluster(
+        replicas=1, layer="memory", workdir=tmp_path, database_url=postgres_database.url
+    )
+    cluster.start()
+    try:
+        (team,) = provision(cluster, teams=1, workers=2)
+        osmand_phone, owntracks_phone = team["workers"]
+        replica = cluster.replica_url(0)
+        now = time.time()
+        before = postgres_database.sessions_opened()
+        for second in range(40):
+            query = osmand_query(osmand_phone["token"], 1.0 + second / 1000, now - 100 + second)
+            assert request(f"{replica}/osmand/?{query}")[0] == 200
+            location = {"_type": "location", "lat": 1.0, "lon": 2.0, "tst": int(now) - 100 + second}
+            assert owntracks(replica, owntracks_phone["token"], location)[0] == 200
+        opened = postgres_database.sessions_opened() - before
+        assert opened <= 2, f"80 uploads opened {opened} PostgreSQL sessions"
+    finally:
+        cluster.stop()

@@ -2,10 +2,11 @@
 
 import json
 import uuid
+from urllib.parse import unquote, urlsplit
 
 import pytest
 from channels.layers import get_channel_layer
-from channels.testing import WebsocketCommunicator
+from channels.testing import ApplicationCommunicator, WebsocketCommunicator
 from django.conf import settings as django_settings
 
 from teamtrack.asgi import application
@@ -58,6 +59,68 @@ class Socket:
         if not self.closed:
             self.closed = True
             await self.communicator.disconnect(code)
+
+
+class Answer:
+    """An HTTP response of the application: status, body and headers."""
+
+    def __init__(self, start: dict, body: bytes):
+        self.status_code = start["status"]
+        self.content = body
+        self.headers = {k.decode().lower(): v.decode() for k, v in start.get("headers", [])}
+
+    def json(self):
+        return json.loads(self.content)
+
+    def __getitem__(self, name: str) -> str:
+        return self.headers[name.lower()]
+
+
+class HttpClient:
+    """Requests to the real ASGI application, with the scope daphne gives it (a client address
+    too), so that they take the same routes as in production (the phone apps' consumers)."""
+
+    def __init__(self, address: str = "127.0.0.1"):
+        self.address = address
+
+    async def request(self, method, path, data=b"", content_type="", headers=None, timeout=20):
+        parts = urlsplit(path)
+        body = data.encode() if isinstance(data, str) else data
+        header_list = [(b"content-type", content_type.encode())] if content_type else []
+        header_list += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+        scope = {
+            "type": "http",
+            "http_version": "1.1",
+            "method": method,
+            "path": unquote(parts.path),
+            "raw_path": parts.path.encode(),
+            "query_string": parts.query.encode(),
+            "root_path": "",
+            "scheme": "http",
+            "headers": [(b"host", b"testserver"), *header_list],
+            "client": (self.address, 50000),
+            "server": ("testserver", 80),
+        }
+        communicator = ApplicationCommunicator(application, scope)
+        await communicator.send_input({"type": "http.request", "body": body})
+        start = await communicator.receive_output(timeout)
+        content = b""
+        while True:
+            chunk = await communicator.receive_output(timeout)
+            content += chunk.get("body", b"")
+            if not chunk.get("more_body"):
+                break
+        await communicator.wait(timeout)
+        return Answer(start, content)
+
+    async def get(self, path, **kwargs):
+        return await self.request("GET", path, **kwargs)
+
+    async def post(self, path, data=b"", **kwargs):
+        return await self.request("POST", path, data, **kwargs)
+
+    async def put(self, path, data=b"", **kwargs):
+        return await self.request("PUT", path, data, **kwargs)
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ from urllib.parse import urlencode
 
 import pytest
 from asgiref.sync import sync_to_async
-from django.test import AsyncClient
 
 from teams import services
 from tracking import uploads
 from tracking.logs import RepeatsOncePerMinute
 from tracking.relay import get_relay
+from tracking.tests.conftest import HttpClient
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -28,7 +28,7 @@ KNOT = 1852 / 3600
 
 @pytest.fixture
 def client(layer_kind):
-    return AsyncClient()
+    return HttpClient()
 
 
 def osmand_query(token, **fields) -> str:
@@ -414,3 +414,13 @@ async def test_numbers_too_large_are_a_400_not_a_500(world, client, path, body):
         path, data=text, content_type="application/json", headers={"Authorization": basic(token)}
     )
     assert response.status_code == 400, response.content
+
+
+async def test_a_request_too_large_to_read_is_a_413(world, client):
+    response = await client.post(
+        "/owntracks/",
+        data=b"x" * (70 * 1024),
+        content_type="application/json",
+        headers={"Authorization": basic(world.tokens[world.a1.id])},
+    )
+    assert response.status_code == 413
