@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install system demo test lint jstest e2e browser screenshot cluster bench soak
+.PHONY: install system demo test lint jstest e2e browser screenshot cluster bench soak phones
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,12 @@ cluster: install system
 LAYER ?= redis
 bench: install system
 	$(BIN)/python -m loadtest.bench --layer $(LAYER)
+
+# The phone apps' HTTP endpoints (OsmAnd, OwnTracks) beside the worker socket: server CPU per
+# position (about 6 minutes; loadtest/results/phones-*). DATABASE=postgres counts PostgreSQL too.
+DATABASE ?= sqlite
+phones: install system
+	$(BIN)/python -m loadtest.phones --database $(DATABASE)
 
 # The soak: 300 devices with churn for MINUTES, memory of every process (loadtest/results/soak-*).
 MINUTES ?= 240

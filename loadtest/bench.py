@@ -26,7 +26,7 @@ from pathlib import Path
 
 from deploy.cluster import LocalCluster, manage
 from loadtest.fleet import Generators, delivery, watch_entries
-from loadtest.generator import LATENCY_BINS
+from loadtest.generator import ms
 from loadtest.machine import children, process_cpu, process_rss
 from loadtest.runs import (
     PASSWORD,
@@ -37,6 +37,7 @@ from loadtest.runs import (
     redis_pid,
     redis_url,
     run_facts,
+    save_results,
     start_broker,
 )
 
@@ -380,13 +381,6 @@ def ratios(modes: dict) -> list[str]:
     return lines
 
 
-def ms(value) -> str:
-    """A latency for the tables: the histogram's last bin holds everything from 10 s up."""
-    if value is None:
-        return "–"
-    return f"≥{LATENCY_BINS - 1}" if value >= LATENCY_BINS else str(value)
-
-
 def markdown(result: dict) -> str:
     lines = [
         f"# Benchmark: {result['layer']} layer, {result['replicas']} replicas behind nginx",
@@ -530,10 +524,7 @@ def write_results(args, revision: str, command: str, modes: dict, workdir: Path)
         "modes": modes,
         "ratios": ratios(modes),
     }
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    name = result_name(args)
-    (args.output_dir / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.output_dir / f"{name}.md").write_text(markdown(result))
+    save_results(args.output_dir, result_name(args), result, markdown(result))
     return result
 
 

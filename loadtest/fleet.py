@@ -15,7 +15,14 @@ class Generators:
     """Load generator processes, each with a share of the devices (round robin)."""
 
     def __init__(
-        self, url: str, devices: list[tuple[int, str]], count: int, period: float, window: float
+        self,
+        url: str,
+        devices: list[tuple[int, str]],
+        count: int,
+        period: float,
+        window: float,
+        *,
+        acks: bool = False,
     ):
         context = multiprocessing.get_context("spawn")
         self.count = count
@@ -31,6 +38,7 @@ class Generators:
                     "period": period,
                     "seed": index,
                     "window": window,
+                    "acks": acks,
                 },
                 daemon=True,
             )
@@ -90,12 +98,16 @@ class Generators:
                 "error_frames",
                 "closed",
                 "positions_received",
+                "acked",
             )  # fmt: skip
         }
         # Cores the generator processes used together since the last collect.
         merged["cpu_cores"] = sum(r["cpu"] for r in reports) / max(r["seconds"] for r in reports)
         merged["latency"] = [
             sum(bins) for bins in zip(*(r["latency"] for r in reports), strict=True)
+        ]
+        merged["ack_latency"] = [
+            sum(bins) for bins in zip(*(r["ack_latency"] for r in reports), strict=True)
         ]
         merged["last_sent"] = {k: v for r in reports for k, v in r["last_sent"].items()}
         merged["watches"] = [w for r in reports for w in r["watches"]]

@@ -5,7 +5,9 @@ commands (connect devices, connect managers, run, pause, churn, collect, close).
 position per period, each in its own time slot so that the load is even; managers record the
 latency of every position they receive (receive time minus the position's `ts`) and the newest
 `ts` per worker, so that the bench can check that every worker's latest position reached every
-manager of its team. Counters and the latency histogram are per collect, never per position.
+manager of its team. With `acks`, each position carries a `seq` and the device records how long
+its ack took (loadtest/phones.py compares that with the phone apps' HTTP answers). Counters and
+the latency histograms are per collect, never per position.
 """
 
 import asyncio
@@ -30,7 +32,7 @@ def latency_histogram() -> list[int]:
 
 
 class Device:
-    __slots__ = ("index", "worker_id", "token", "socket", "lat", "lng", "last_ts")
+    __slots__ = ("index", "worker_id", "token", "socket", "lat", "lng", "last_ts", "seq", "unacked")
 
     def __init__(self, index: int, worker_id: int, token: str, rng: random.Random):
         self.index = index
@@ -40,6 +42,8 @@ class Device:
         self.lat = 41.3925 + rng.uniform(-0.02, 0.02)
         self.lng = 2.1640 + rng.uniform(-0.02, 0.02)
         self.last_ts = None
+        self.seq = 0
+        self.unacked: dict[int, float] = {}  # seq -> when it was sent (monotonic), with acks
 
 
 class Watch:
@@ -58,8 +62,11 @@ class Watch:
 
 
 class Generator:
-    def __init__(self, *, devices: list, period: float, seed: int, window: float = 0.1):
+    def __init__(
+        self, *, devices: list, period: float, seed: int, window: float = 0.1, acks: bool = False
+    ):
         rng = random.Random(seed)
+        self.acks = acks
         self.devices = [Device(i, w, t, rng) for i, (w, t) in enumerate(devices)]
         self.watches: list[Watch] = []
         self.slot_count = max(1, round(period / SLOT_SECONDS))
@@ -81,6 +88,8 @@ class Generator:
         self.closed = 0
         self.positions_received = 0
         self.latency = latency_histogram()
+        self.acked = 0
+        self.ack_latency = latency_histogram()
         for watch in self.watches:
             watch.frames = 0
 
@@ -168,9 +177,12 @@ class Generator:
         device.lat += self.rng.uniform(-1e-4, 1e-4)
         device.lng += self.rng.uniform(-1e-4, 1e-4)
         ts = time.time()
-        frame = (
-            f'{{"type":"position","lat":{device.lat!r},"lng":{device.lng!r},"ts":{ts!r},"acc":5.0}}'
-        )
+        seq = ""
+        if self.acks:
+            seq = f',"seq":{device.seq}'
+            device.unacked[device.seq] = time.monotonic()
+            device.seq += 1
+        frame = f'{{"type":"position","lat":{device.lat!r},"lng":{device.lng!r},"ts":{ts!r},"acc":5.0{seq}}}'
         socket = device.socket
         try:
             await socket.send(frame)
@@ -187,15 +199,26 @@ class Generator:
         socket = device.socket
         try:
             async for text in socket:
-                # Only error frames count: acks ({"type": "ack", "seq": N}) and others do not.
-                if json.loads(text).get("type") == "error":
+                frame = json.loads(text)
+                kind = frame.get("type")
+                if kind == "error":
                     self.error_frames += 1
+                elif kind == "ack":
+                    self.acknowledged(device, frame["seq"])
         except ConnectionClosed:
             pass
         # Closed by the server, not by churn (which forgets the socket first) or by close().
         if device.socket is socket and not self.closing:
             self.closed += 1
             device.socket = None
+
+    def acknowledged(self, device: Device, seq: int) -> None:
+        """Count the positions an ack covers (every seq up to its own) and their latency."""
+        now = time.monotonic()
+        for sent_seq in [s for s in device.unacked if s <= seq]:
+            sent_at = device.unacked.pop(sent_seq)
+            self.acked += 1
+            self.ack_latency[min(int((now - sent_at) * 1000), LATENCY_BINS - 1)] += 1
 
     async def read_watch(self, watch: Watch) -> None:
         try:
@@ -233,6 +256,8 @@ class Generator:
             "closed": self.closed,
             "positions_received": self.positions_received,
             "latency": self.latency,
+            "acked": self.acked,
+            "ack_latency": self.ack_latency,
             # This process's CPU seconds, and the wall-clock seconds, since the last collect.
             "cpu": process_cpu_seconds() - self.cpu_mark,
             "seconds": time.monotonic() - self.time_mark,
@@ -288,10 +313,19 @@ async def serve(pipe, generator: Generator, base_url: str) -> None:
             return
 
 
-def main(pipe, *, base_url: str, devices: list, period: float, seed: int, window: float) -> None:
+def main(
+    pipe,
+    *,
+    base_url: str,
+    devices: list,
+    period: float,
+    seed: int,
+    window: float,
+    acks: bool = False,
+) -> None:
     """Entry point of a generator process."""
     raise_open_file_limit()
-    generator = Generator(devices=devices, period=period, seed=seed, window=window)
+    generator = Generator(devices=devices, period=period, seed=seed, window=window, acks=acks)
     asyncio.run(serve(pipe, generator, base_url))
 
 
@@ -312,3 +346,10 @@ def percentile(histogram: list[int], fraction: float) -> float | None:
         if running >= rank:
             return milliseconds + 1  # the bin's upper edge: never better than measured
     return LATENCY_BINS
+
+
+def ms(value) -> str:
+    """A latency for the tables: the histogram's last bin holds everything from 10 s up."""
+    if value is None:
+        return "–"
+    return f"≥{LATENCY_BINS - 1}" if value >= LATENCY_BINS else str(value)

@@ -86,3 +86,10 @@ def run_facts(args, revision: str, command: str) -> dict:
         "layer": args.layer,
         "replicas": args.replicas,
     }
+
+
+def save_results(output_dir: Path, name: str, result: dict, markdown: str) -> None:
+    """Write a run's figures as NAME.json and its report as NAME.md."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (output_dir / f"{name}.md").write_text(markdown)
