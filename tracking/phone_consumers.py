@@ -30,7 +30,7 @@ from teams import selectors
 from tracking import limits, metrics, osmand, owntracks
 from tracking.protocol import ClientError
 from tracking.relay import RelayUnavailable, get_relay
-from tracking.uploads import HttpDevice
+from tracking.uploads import DeviceEnded, HttpDevice
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ async def take(worker, positions: list) -> HttpDevice | Answer:
         device = await get_relay().uploads.upload(
             team_id=worker.team_id, worker_id=worker.id, name=worker.name, positions=positions
         )
-    except RelayUnavailable:
+    except (RelayUnavailable, DeviceEnded):
         device = None
     if device is None:
         return text(

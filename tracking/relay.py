@@ -249,6 +249,7 @@ class Relay:
         if message_type == control.WORKER_REVOKED:
             for socket in self.devices.sockets_of(message.get("worker_id")):
                 await close_quietly(socket, protocol.CLOSE_UNAUTHENTICATED)
+            await self.uploads.end_worker(message.get("worker_id"))  # one still connecting
         elif message_type == control.WORKER_SIGNED_OFF:
             await self.uploads.end_worker(message.get("worker_id"))
         elif message_type == control.WATCHER_REVOKED:

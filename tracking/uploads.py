@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 ACK_TIMEOUT = 10.0
 
 
+class DeviceEnded(Exception):
+    """The device was ended (revoked) while its upload waited to connect."""
+
+
 class HttpDevice:
     """One worker's uploads to this replica: a device connection to the relay."""
 
@@ -121,6 +125,11 @@ class HttpDevices:
             if self.devices.get(worker_id) is device:
                 del self.devices[worker_id]
             raise
+        if self.devices.get(worker_id) is not device:
+            # Ended while it connected (its token revoked before the relay knew of it): undo
+            # the connection, which nothing else would end. The app's retry is refused.
+            await self.relay.worker_disconnected(device, team_id=team_id, worker_id=worker_id)
+            raise DeviceEnded
         return device
 
     def _ensure_sweeping(self) -> None:

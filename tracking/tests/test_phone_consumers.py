@@ -424,3 +424,27 @@ async def test_a_request_too_large_to_read_is_a_413(world, client):
         headers={"Authorization": basic(world.tokens[world.a1.id])},
     )
     assert response.status_code == 413
+
+
+async def test_a_device_revoked_while_it_connects_is_not_left_online(world, client, monkeypatch):
+    """The revocation reaches the relay before the new HTTP device is known to it: the upload
+    is not answered 200, and the device does not stay connected (nothing would end it)."""
+    relay = get_relay()
+    gate, connecting = asyncio.Event(), asyncio.Event()
+    real_connected = relay.devices.worker_connected
+
+    async def slow_connected(*args, **kwargs):
+        connecting.set()
+        await gate.wait()
+        await real_connected(*args, **kwargs)
+
+    monkeypatch.setattr(relay.devices, "worker_connected", slow_connected)
+    upload = asyncio.ensure_future(
+        client.get(f"/osmand/?{osmand_query(world.tokens[world.a1.id])}")
+    )
+    await connecting.wait()
+    await relay.dispatch({"type": "worker.revoked", "worker_id": world.a1.id})
+    gate.set()
+    assert (await upload).status_code == 503
+    assert world.a1.id not in relay.devices.workers
+    assert world.a1.id not in relay.uploads.devices
