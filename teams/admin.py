@@ -71,7 +71,7 @@ class WorkerAdmin(admin.ModelAdmin):
         if change:
             services.worker_update(worker=obj, name=obj.name, active=obj.active, team=obj.team)
             return
-        worker, token = services.worker_create(team=obj.team, name=obj.name)
+        worker, token = services.worker_create(team=obj.team, name=obj.name, actor=request.user)
         obj.pk = worker.pk
         if not obj.active:
             services.worker_update(worker=worker, name=worker.name, active=False, team=worker.team)
@@ -87,15 +87,22 @@ class WorkerAdmin(admin.ModelAdmin):
         for worker in queryset:
             services.worker_delete(worker=worker)
 
-    @admin.action(description="Issue a new token (the old one stops working)")
+    # Both change a worker (and the first shows its new token): staff who may only view workers
+    # get neither.
+    @admin.action(
+        permissions=["change"], description="Issue a new token (the old one stops working)"
+    )
     def rotate_tokens(self, request, queryset):
-        issued = [(worker, services.worker_token_rotate(worker=worker)) for worker in queryset]
+        issued = [
+            (worker, services.worker_token_rotate(worker=worker, actor=request.user))
+            for worker in queryset
+        ]
         return self._tokens_page(request, issued)
 
-    @admin.action(description="Revoke the token (open sockets are closed)")
+    @admin.action(permissions=["change"], description="Revoke the token (open sockets are closed)")
     def revoke_tokens(self, request, queryset):
         for worker in queryset:
-            services.worker_token_revoke(worker=worker)
+            services.worker_token_revoke(worker=worker, actor=request.user)
         self.message_user(request, f"Revoked the tokens of {queryset.count()} worker(s).")
 
     def _tokens_page(self, request, issued):

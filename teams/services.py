@@ -6,6 +6,7 @@ from datetime import timedelta
 from functools import partial
 
 from django.conf import settings
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
@@ -49,36 +50,43 @@ def team_managers_add(*, team: Team, users) -> None:
 
 
 @transaction.atomic
-def worker_create(*, team: Team, name: str, with_token: bool = True) -> tuple[Worker, str | None]:
+def worker_create(
+    *, team: Team, name: str, with_token: bool = True, actor=None
+) -> tuple[Worker, str | None]:
     """Create a worker with a fresh device token; return both (the token is shown only now).
 
-    Without a token (`with_token=False`) the worker waits for its phone setup to issue one."""
+    Without a token (`with_token=False`) the worker waits for its phone setup to issue one.
+    `actor`, the user who will see the token, is written to the admin log."""
     worker = Worker(team=team, name=name)
     token = _token_issue(worker) if with_token else None
     worker.full_clean()
     worker.save()
+    if token is not None:
+        _audit(actor, worker, "Created with a device token, shown once")
     return worker, token
 
 
 @transaction.atomic
-def worker_token_rotate(*, worker: Worker) -> str:
+def worker_token_rotate(*, worker: Worker, actor=None) -> str:
     """Issue a new token; the old one and its enrolment links stop working, and its open sockets
-    are closed."""
+    are closed. `actor`, the user who will see the token, is written to the admin log."""
     token = _token_issue(worker)
     worker.save(update_fields=["token_hash", "token_issued_at"])
     worker.enrolments.all().delete()
     _close_sockets_on_commit(worker)
+    _audit(actor, worker, "Issued a new device token, shown once; the old one stopped working")
     return token
 
 
 @transaction.atomic
-def worker_token_revoke(*, worker: Worker) -> None:
+def worker_token_revoke(*, worker: Worker, actor=None) -> None:
     """Withdraw the token and its enrolment links; the worker's open sockets are closed."""
     worker.token_hash = None
     worker.token_issued_at = None
     worker.save(update_fields=["token_hash", "token_issued_at"])
     worker.enrolments.all().delete()
     _close_sockets_on_commit(worker)
+    _audit(actor, worker, "Revoked the device token")
 
 
 @transaction.atomic
@@ -110,9 +118,11 @@ class PhoneSetup:
 
 
 @transaction.atomic
-def worker_setup_issue(*, worker: Worker) -> PhoneSetup:
-    """Replace the worker's token and open one enrolment link for it (older links stop)."""
+def worker_setup_issue(*, worker: Worker, actor=None) -> PhoneSetup:
+    """Replace the worker's token and open one enrolment link for it (older links stop).
+    `actor`, the user who will see both, is written to the admin log."""
     token = worker_token_rotate(worker=worker)  # also deletes the worker's older links
+    _audit(actor, worker, "Issued a phone setup: a new device token and enrolment link, shown once")
     code = enrolment_code_generate()
     now = timezone.now()
     Enrolment.objects.filter(expires_at__lte=now).delete()  # nobody can use them any more
@@ -161,6 +171,14 @@ def _token_issue(worker: Worker) -> str:
     worker.token_hash = token_hash(token)
     worker.token_issued_at = timezone.now()
     return token
+
+
+def _audit(actor, worker: Worker, message: str) -> None:
+    """Write who saw or withdrew a worker's credential, and when, to the admin log."""
+    if actor is not None:
+        LogEntry.objects.log_actions(
+            user_id=actor.pk, queryset=[worker], action_flag=CHANGE, change_message=message
+        )
 
 
 def _close_sockets_on_commit(worker: Worker) -> None:

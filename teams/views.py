@@ -74,7 +74,7 @@ def team_worker_setup(request, slug, worker_id):
     worker = _worker_of(team, worker_id)
     if request.method == "GET":
         return render(request, "teams/worker_setup.html", {"team": team, "worker": worker})
-    setup = services.worker_setup_issue(worker=worker)
+    setup = services.worker_setup_issue(worker=worker, actor=request.user)
     # Behind a TLS terminator the request may look like plain HTTP; PUBLIC_URL says what phones
     # must use.
     origin = settings.TEAMTRACK_PUBLIC_URL or request.build_absolute_uri("/").rstrip("/")

@@ -3,6 +3,8 @@
 import re
 
 import pytest
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Permission
 
 from teams.models import Worker
 from teams.selectors import worker_get_by_token
@@ -102,3 +104,50 @@ def test_team_admin_shows_and_saves_teammates_in_apps(admin, world):
     )
     world.alpha.refresh_from_db()
     assert world.alpha.teammates_in_apps is True
+
+
+@pytest.fixture
+def viewer(client, world, django_user_model):
+    """Staff who may only view workers."""
+    user = django_user_model.objects.create_user("vic", password="pw-vic-123", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_worker"))
+    client.force_login(user)
+    return client
+
+
+@pytest.mark.parametrize("action", ["rotate_tokens", "revoke_tokens"])
+def test_staff_who_may_only_view_workers_cannot_touch_tokens(viewer, world, action):
+    response = viewer.post(
+        "/admin/teams/worker/", {"action": action, "_selected_action": [world.a1.pk]}
+    )
+    assert not shown_tokens(response)
+    assert worker_get_by_token(token=world.tokens[world.a1.id]) == world.a1, "the token changed"
+    page = viewer.get("/admin/teams/worker/").content.decode()
+    assert "rotate_tokens" not in page and "revoke_tokens" not in page
+
+
+def test_every_token_issue_display_and_revocation_is_in_the_admin_log(admin, client, world):
+    admin.post(
+        "/admin/teams/worker/", {"action": "rotate_tokens", "_selected_action": [world.a1.pk]}
+    )
+    admin.post(
+        "/admin/teams/worker/", {"action": "revoke_tokens", "_selected_action": [world.a2.pk]}
+    )
+    admin.post("/admin/teams/worker/add/", {"team": world.alpha.pk, "name": "Nia", "active": "on"})
+    client.force_login(world.ann)
+    client.post(f"/teams/alpha/workers/{world.a1.pk}/setup/")
+    entries = [
+        (entry.user.username, entry.object_repr, entry.change_message)
+        for entry in LogEntry.objects.order_by("pk")
+        if "token" in entry.change_message
+    ]
+    assert entries == [
+        ("root", "Alice", "Issued a new device token, shown once; the old one stopped working"),
+        ("root", "Arno", "Revoked the device token"),
+        ("root", "Nia", "Created with a device token, shown once"),
+        (
+            "ann",
+            "Alice",
+            "Issued a phone setup: a new device token and enrolment link, shown once",
+        ),
+    ]
