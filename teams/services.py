@@ -8,6 +8,7 @@ from functools import partial
 from django.conf import settings
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
 from django.db import transaction
 from django.utils import timezone
 
@@ -32,10 +33,13 @@ def team_create(*, slug: str, name: str = "") -> Team:
 
 
 @transaction.atomic
-def manager_ensure(*, username: str, password: str | None = None):
-    """Return the user with this username, created if missing (unusable password unless given)."""
+def manager_ensure(*, username: str, password: str | None = None, validate: bool = False):
+    """Return the user with this username, created if missing (unusable password unless given).
+    With `validate`, a password Django's validators refuse raises ValidationError."""
     user, created = get_user_model().objects.get_or_create(username=username)
     if password is not None:
+        if validate:
+            validate_password(password, user)
         user.set_password(password)
         user.save(update_fields=["password"])
     elif created:

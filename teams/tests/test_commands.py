@@ -48,3 +48,11 @@ def test_addworker_prints_the_token_as_its_last_line():
 def test_addworker_needs_an_existing_team():
     with pytest.raises(CommandError):
         run("addworker", "nowhere", "Kai")
+
+
+def test_addteam_refuses_a_password_the_validators_refuse():
+    with pytest.raises(CommandError, match="Password refused"):
+        run("addteam", "north", "--manager", "kim", "--password", "12345678")
+    assert not get_user_model().objects.filter(username="kim").exists()
+    run("addteam", "north", "--manager", "kim", "--password", "abc", "--skip-password-validation")
+    assert get_user_model().objects.get(username="kim").check_password("abc")

@@ -20,9 +20,14 @@ class Command(BaseCommand):
             "--password",
             help="password to set for the managers (default: an unusable password for new users)",
         )
+        parser.add_argument(
+            "--skip-password-validation",
+            action="store_true",
+            help="set the password even if Django's password validators refuse it (tests)",
+        )
 
     @transaction.atomic
-    def handle(self, *args, slug, name, manager, password, **options):
+    def handle(self, *args, slug, name, manager, password, skip_password_validation, **options):
         team = selectors.team_get_by_slug(slug=slug)
         if team is None:
             try:
@@ -32,9 +37,15 @@ class Command(BaseCommand):
             self.stdout.write(f"Created team {team.slug} ({team.name}).")
         else:
             self.stdout.write(f"Team {team.slug} exists.")
-        users = [
-            services.manager_ensure(username=username, password=password) for username in manager
-        ]
+        try:
+            users = [
+                services.manager_ensure(
+                    username=username, password=password, validate=not skip_password_validation
+                )
+                for username in manager
+            ]
+        except ValidationError as error:
+            raise CommandError(f"Password refused: {' '.join(error.messages)}") from None
         services.team_managers_add(team=team, users=users)
         for user in users:
             self.stdout.write(f"{user.username} manages {team.slug}.")
