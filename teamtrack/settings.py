@@ -185,6 +185,9 @@ METRICS_ALLOWED_NETWORKS = env.list(
 # phone setup page; empty: as the manager's browser reached it (wrong behind a TLS terminator
 # that talks plain HTTP to nginx, which tells Django the scheme it saw).
 TEAMTRACK_PUBLIC_URL = env.str("PUBLIC_URL", default="").rstrip("/")
+# How far ahead of the server's clock a device's may run; a position from further ahead is
+# refused (invalid_ts), as it would hide every real one after it.
+TEAMTRACK_MAX_CLOCK_SKEW = env.float("MAX_CLOCK_SKEW_SECONDS", default=30.0)
 # A phone app uploading over HTTP (OsmAnd, OwnTracks) counts as connected until it has sent
 # nothing for this long; Traccar's own server waits as long before it calls a device offline.
 TEAMTRACK_HTTP_DEVICE_TIMEOUT = env.float("HTTP_DEVICE_TIMEOUT_SECONDS", default=600.0)

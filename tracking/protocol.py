@@ -8,6 +8,8 @@ import math
 import time
 from dataclasses import dataclass
 
+from django.conf import settings
+
 # Close codes. 4000-4999 are free for applications; daphne (autobahn) sends no other code but
 # 1000, so even "try again later" (1013 in RFC 6455's registry) has one of ours.
 CLOSE_TRY_AGAIN = 4503  # the relay (channel layer or Redis) cannot be reached right now
@@ -21,11 +23,10 @@ CLOSE_SERVICE_RESTART = 4012  # the replica is stopping: reconnect at once (RFC 
 AUTH_TIMEOUT = 5.0  # seconds a device may take to send its auth frame
 MAX_FRAME_CHARS = 128 * 1024  # a full batch of 500 positions takes about 50 KiB
 MAX_BATCH_POSITIONS = 500
-MAX_CLOCK_AHEAD = 300.0  # a device clock may run at most 5 minutes fast
 MAX_SEQ = 2**63 - 1
 
 # Numeric position fields: name, required, lowest and highest allowed value.
-# The upper bound of ts is checked against the server clock (MAX_CLOCK_AHEAD).
+# The upper bound of ts is checked against the server clock (max_clock_ahead()).
 POSITION_FIELDS = (
     ("lat", True, -90.0, 90.0),
     ("lng", True, -180.0, 180.0),
@@ -36,6 +37,13 @@ POSITION_FIELDS = (
     ("alt", False, -1_000.0, 100_000.0),
     ("batt", False, 0.0, 100.0),
 )
+
+
+def max_clock_ahead() -> float:
+    """Seconds a device's clock may run fast (MAX_CLOCK_SKEW_SECONDS). A position from further
+    ahead would freeze its worker on the map: every real one after it is older, so acknowledged
+    but never shown, until the real clock catches up."""
+    return settings.TEAMTRACK_MAX_CLOCK_SKEW
 
 
 class ClientError(Exception):
@@ -158,10 +166,11 @@ def check_position(item, now: float, where: str = "", labels: dict[str, str] | N
         if not lowest <= value <= highest:
             raise ClientError("out_of_range", f"{label} must be between {lowest:g} and {highest:g}")
         position[name] = value
-    if position["ts"] > now + MAX_CLOCK_AHEAD:
+    ahead = max_clock_ahead()
+    if position["ts"] > now + ahead:
         raise ClientError(
-            "future_timestamp",
-            f"{where}{labels.get('ts', 'ts')} is more than {MAX_CLOCK_AHEAD:g} s in the future",
+            "invalid_ts",
+            f"{where}{labels.get('ts', 'ts')} is more than {ahead:g} s ahead of the server clock",
         )
     seq = item.get("seq")
     if seq is not None:

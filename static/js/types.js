@@ -59,7 +59,7 @@
 /**
  * The `code` of an error frame; match on it (`detail` is for people).
  * @typedef {"binary_frame" | "frame_too_large" | "invalid_json" | "not_finite" | "invalid_frame"
- *   | "invalid_field" | "out_of_range" | "future_timestamp" | "batch_too_large" | "rate_limited"
+ *   | "invalid_field" | "out_of_range" | "invalid_ts" | "batch_too_large" | "rate_limited"
  * } ErrorCode
  */
 
@@ -94,7 +94,7 @@
  * @typedef {object} DevicePosition
  * @property {number} lat  -90 .. 90
  * @property {number} lng  -180 .. 180
- * @property {number} ts  Unix seconds, at most 300 s ahead of the server clock
+ * @property {number} ts  Unix seconds, at most MAX_CLOCK_SKEW_SECONDS (30) ahead of the server clock
  * @property {number} [acc]  metres, 0 .. 100000
  * @property {number} [speed]  m/s, 0 .. 1000
  * @property {number} [heading]  degrees, 0 .. 360

@@ -140,7 +140,7 @@ def bad_frames(now: float) -> list[list[tuple[str, object, str]]]:
             ("lat out of range", {**position, "lat": 90.000001}, "out_of_range"),
             ("lng out of range", {**position, "lng": -180.5}, "out_of_range"),
             ("negative ts", {**position, "ts": -1}, "out_of_range"),
-            ("ts an hour ahead", {**position, "ts": now + 3600}, "future_timestamp"),
+            ("ts an hour ahead", {**position, "ts": now + 3600}, "invalid_ts"),
             (
                 "batch of 501",
                 {"type": "batch", "positions": [position] * (protocol.MAX_BATCH_POSITIONS + 1)},

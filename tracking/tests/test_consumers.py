@@ -142,7 +142,7 @@ BAD_FRAMES = {
     "invalid_field_bool": '{"lat": true, "lng": 2.0, "ts": 1700000000}',
     "out_of_range_lat": '{"lat": 90.5, "lng": 2.0, "ts": 1700000000}',
     "out_of_range_lng": '{"lat": 41.0, "lng": -180.01, "ts": 1700000000}',
-    "future_timestamp": json.dumps(position(ts=time.time() + 3600)),
+    "invalid_ts": json.dumps(position(ts=time.time() + 3600)),
     "frame_too_large": json.dumps(position(pad="x" * protocol.MAX_FRAME_CHARS)),
     "batch_too_large": json.dumps(
         {"type": "batch", "positions": [position()] * (protocol.MAX_BATCH_POSITIONS + 1)}
