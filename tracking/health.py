@@ -6,8 +6,9 @@ import logging
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.db import connection
-from django.http import HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 
+from tracking import metrics
 from tracking.relay import get_relay
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,9 @@ async def run_check(name: str, check) -> str:
 
 
 async def readyz(request):
+    # A database, layer and Redis round trip per request: for probes, not for the public.
+    if not metrics.from_internal_network(request.META.get("REMOTE_ADDR")):
+        raise Http404
     checks = {
         "database": await run_check("database", sync_to_async(_check_database)()),
         "channel_layer": await run_check("channel layer", check_channel_layer(get_channel_layer())),

@@ -88,7 +88,8 @@ class LayerDropsCollector:
 REGISTRY.register(LayerDropsCollector())
 
 
-def _allowed(address: str | None) -> bool:
+def from_internal_network(address: str | None) -> bool:
+    """Whether a client is on METRICS_ALLOWED_NETWORKS (monitoring, probes, the proxy's hosts)."""
     try:
         client = ipaddress.ip_address(address or "")
     except ValueError:
@@ -100,6 +101,6 @@ def _allowed(address: str | None) -> bool:
 
 def metrics(request):
     """Serve this replica's metrics in Prometheus' text format, to allowed networks only."""
-    if not _allowed(request.META.get("REMOTE_ADDR")):
+    if not from_internal_network(request.META.get("REMOTE_ADDR")):
         raise Http404  # not 403: the public need not learn that the page exists
     return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

@@ -325,9 +325,15 @@ def test_compose_file_is_valid():
     for command in commands:
         if shutil.which(command[0]):
             env = {**os.environ, "SECRET_KEY": "compose-config-check-only"}
+            env.pop("POSTGRES_PASSWORD", None)
             result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
             if "is not a docker command" in result.stderr:
                 continue  # the docker client without its compose plugin
+            assert result.returncode != 0 and "POSTGRES_PASSWORD" in result.stderr, (
+                "compose starts PostgreSQL with a default password"
+            )
+            env["POSTGRES_PASSWORD"] = "compose-config-check-only"
+            result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
             assert result.returncode == 0, result.stderr
             for service in ("nginx:", "web:", "migrate:", "redis:", "postgres:", "kafka:"):
                 assert f"  {service}" in result.stdout

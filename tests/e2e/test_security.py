@@ -577,3 +577,26 @@ def compose_services(text: str) -> dict[str, str]:
     section = re.split(r"\n(?=\S)", section, maxsplit=1)[0]  # up to the next top-level key
     parts = re.split(r"^  (\w[\w-]*):\n", section, flags=re.M)
     return dict(zip(parts[1::2], parts[2::2], strict=True))
+
+
+def test_nginx_refuses_and_never_logs_a_token_in_a_url_and_hides_readyz_and_its_version(proxied):
+    secret = "tt_" + secrets.token_urlsafe(32)
+    for path in (f"/ws/worker/%3Ftoken={secret}", f"/teams/?x=1&access_token%3D{secret}"):
+        connection = http.client.HTTPConnection("127.0.0.1", proxied.port, timeout=10)
+        connection.request("GET", path)
+        response = connection.getresponse()
+        assert response.status == 400, path
+        assert response.getheader("Server") == "nginx", "nginx tells its version"
+        connection.close()
+    connection = http.client.HTTPConnection("127.0.0.1", proxied.port, timeout=10)
+    connection.request("GET", "/readyz")
+    assert connection.getresponse().status == 404, "/readyz is public through the proxy"
+    connection.close()
+    replica = http.client.HTTPConnection("127.0.0.1", proxied.replica_ports[0], timeout=10)
+    replica.request("GET", "/readyz")
+    assert replica.getresponse().status == 200, "probes on the replica itself lost /readyz"
+    replica.close()
+    time.sleep(0.5)
+    logs = "".join(path.read_text() for path in proxied.workdir.glob("nginx-*.log"))
+    assert "/ws/worker/?" in logs, "the refused request was not logged at all"
+    assert secret not in logs

@@ -48,3 +48,11 @@ def test_readyz_fails_when_redis_is_unreachable(client, settings):
         "channel_layer": "unavailable",
         "relay_state": "unavailable",
     }
+
+
+def test_readyz_answers_internal_networks_only(client, settings):
+    """Each probe costs a database, layer and Redis round trip: not for the public."""
+    settings.METRICS_ALLOWED_NETWORKS = ["10.0.0.0/8"]
+    assert client.get("/readyz", REMOTE_ADDR="203.0.113.9").status_code == 404
+    assert client.get("/readyz", REMOTE_ADDR="10.1.2.3").status_code == 200
+    assert client.get("/healthz", REMOTE_ADDR="203.0.113.9").status_code == 200
