@@ -108,7 +108,7 @@ def worker_update(*, worker: Worker, name: str, active: bool, team: Team) -> Wor
 
 @transaction.atomic
 def worker_delete(*, worker: Worker) -> None:
-    _close_sockets_on_commit(worker)
+    """Delete a worker; its open sockets are closed (teams.signals, whatever deletes it)."""
     worker.delete()
 
 

@@ -1,8 +1,10 @@
-"""A manager's live maps close as soon as their access ends, on every replica.
+"""Live sockets close as soon as their access ends, on every replica.
 
-Logging out, being deactivated or deleted, or no longer managing a team happen in Django's auth
-views and the admin site rather than in our services, so they are caught here, and the sockets
-are closed after the change commits.
+A manager's maps: logging out, a password change, being deactivated or deleted, or no longer
+managing a team happen in Django's auth views and the admin site rather than in our services.
+A worker's devices: a worker deleted any way at all (the admin, a team's deletion cascading, a
+queryset in a shell or a data migration). So they are caught here, and the sockets are closed
+after the change commits.
 """
 
 from functools import partial
@@ -10,12 +12,12 @@ from functools import partial
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_out
 from django.db import transaction
-from django.db.models.signals import m2m_changed, post_delete, post_save
+from django.db.models.signals import m2m_changed, post_delete, post_save, pre_save
 from django.dispatch import receiver
 
 from teams import selectors
-from teams.models import Team
-from teamtrack.control import close_manager_sockets
+from teams.models import Team, Worker
+from teamtrack.control import close_manager_sockets, close_worker_sockets
 
 User = get_user_model()
 
@@ -30,6 +32,21 @@ def close_maps_on_logout(sender, request, user, **kwargs):
 def close_maps_of_inactive_users(sender, instance, **kwargs):
     if not instance.is_active:
         transaction.on_commit(partial(close_manager_sockets, instance.pk))
+
+
+@receiver(pre_save, sender=User, dispatch_uid="teams.close_maps_on_password_change")
+def close_maps_on_password_change(sender, instance, update_fields=None, **kwargs):
+    """Whoever changed the password may be shutting someone else out of the account."""
+    if instance.pk is None or (update_fields is not None and "password" not in update_fields):
+        return
+    before = User.objects.filter(pk=instance.pk).values_list("password", flat=True).first()
+    if before is not None and before != instance.password:
+        transaction.on_commit(partial(close_manager_sockets, instance.pk))
+
+
+@receiver(post_delete, sender=Worker, dispatch_uid="teams.close_sockets_of_deleted_workers")
+def close_sockets_of_deleted_workers(sender, instance, **kwargs):
+    transaction.on_commit(partial(close_worker_sockets, instance.pk))
 
 
 @receiver(post_delete, sender=User, dispatch_uid="teams.close_maps_of_deleted_users")

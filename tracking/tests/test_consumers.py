@@ -9,6 +9,7 @@ from django.test import Client
 from prometheus_client import REGISTRY
 
 from teams import services
+from teams.models import Worker
 from tracking import protocol
 
 pytestmark = [
@@ -455,3 +456,27 @@ async def test_a_deactivated_manager_has_every_map_closed_4401(world, open_manag
     world.ann.is_active = False
     await sync_to_async(world.ann.save)()
     assert await ann_tab.closed_with() == protocol.CLOSE_UNAUTHENTICATED
+
+
+async def test_a_password_change_closes_the_users_maps(world, open_manager):
+    ann_tab = await open_manager("alpha", world.cookies["ann"])
+    await ann_tab.receive_type("snapshot")
+    await sync_to_async(world.ann.save)(update_fields=["last_login"])
+    assert await ann_tab.nothing(0.3), "a save without a new password closed the map"
+    world.ann.set_password("a-new-password-456")
+    await sync_to_async(world.ann.save)()
+    assert await ann_tab.closed_with() == protocol.CLOSE_UNAUTHENTICATED
+
+
+@pytest.mark.parametrize("how", ["team", "queryset"])
+async def test_a_worker_deleted_any_way_has_its_sockets_closed(world, open_worker, how):
+    """Not only through the worker_delete service: a team's deletion cascading, or a queryset
+    deleted in a shell or a data migration."""
+    worker = await open_worker(world.tokens[world.a1.id])
+    await worker.send(position(seq=1))
+    assert (await worker.receive_type("ack"))["seq"] == 1
+    if how == "team":
+        await sync_to_async(world.alpha.delete)()
+    else:
+        await sync_to_async(lambda: Worker.objects.filter(pk=world.a1.pk).delete())()
+    assert await worker.closed_with() == protocol.CLOSE_UNAUTHENTICATED
