@@ -2,11 +2,11 @@
 Django session) and the phone apps' HTTP endpoints, which go before Django's own."""
 
 from channels.auth import AuthMiddlewareStack
-from channels.security.websocket import AllowedHostsOriginValidator
 from django.urls import path, re_path
 
 from tracking.backpressure import WriteFlowMiddleware
 from tracking.consumers import NotFoundConsumer, TeamConsumer, WorkerConsumer
+from tracking.origins import SameOriginValidator
 from tracking.phone_consumers import OsmAndConsumer, OwnTracksConsumer
 
 # With or without the slash: the apps' users type the server URL.
@@ -20,9 +20,7 @@ websocket_urlpatterns = [
     path(
         "ws/teams/<slug:slug>/",
         # WriteFlowMiddleware first, while `send` is still daphne's (the session middleware wraps it).
-        WriteFlowMiddleware(
-            AllowedHostsOriginValidator(AuthMiddlewareStack(TeamConsumer.as_asgi()))
-        ),
+        WriteFlowMiddleware(SameOriginValidator(AuthMiddlewareStack(TeamConsumer.as_asgi()))),
     ),
     re_path(r"", NotFoundConsumer.as_asgi()),
 ]

@@ -51,13 +51,14 @@ def owntracks(base: str, token: str, message: dict):
 def test_phone_apps_reach_every_map_through_nginx_and_no_token_reaches_a_log(cluster):
     (team,) = provision(cluster, teams=1, workers=3)
     traccar, traccar_json, phone = team["workers"]
-    headers = login(cluster.url, team["managers"][0], PASSWORD)
+    replicas = [cluster.replica_url(i) for i in range(2)]
+    logins = [login(replica, team["managers"][0], PASSWORD) for replica in replicas]
     now = time.time()
 
     async def scenario():
         watches = [
-            await ManagerWatch(ws(cluster.replica_url(i)), team["slug"], headers).start()
-            for i in range(2)
+            await ManagerWatch(ws(replica), team["slug"], headers).start()
+            for replica, headers in zip(replicas, logins, strict=True)
         ]
         # Traccar Client on its default port: every parameter in the query string of an empty POST.
         status, body = await asyncio.to_thread(

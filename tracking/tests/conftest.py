@@ -146,7 +146,7 @@ async def open_manager():
     sockets = []
 
     async def opener(slug: str, cookie: str | None, origin=ORIGIN):
-        headers = [origin] if origin else []
+        headers = [(b"host", b"localhost"), *([origin] if origin else [])]
         if cookie:
             headers.append((b"cookie", f"sessionid={cookie}".encode()))
         socket = Socket(f"/ws/teams/{slug}/", headers)

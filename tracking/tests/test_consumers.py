@@ -259,11 +259,26 @@ async def test_unknown_socket_path_is_closed_4404(world, open_worker):
     assert await socket.closed_with() == protocol.CLOSE_NOT_FOUND
 
 
-async def test_manager_socket_from_a_foreign_origin_is_refused(world, open_manager):
-    manager = await open_manager(
-        "alpha", world.cookies["ann"], origin=(b"origin", b"http://evil.example")
-    )
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "http://evil.example",
+        "http://localhost:9999",  # the same host, another port: another site
+        "https://localhost",  # the same host, another scheme
+        "http://localhost.evil.example",
+    ],
+)
+async def test_manager_socket_from_a_foreign_origin_is_refused(world, open_manager, origin):
+    manager = await open_manager("alpha", world.cookies["ann"], origin=(b"origin", origin.encode()))
     assert manager.accepted is False
+
+
+async def test_a_trusted_origin_may_open_a_manager_socket(world, open_manager, settings):
+    """Behind a TLS terminator the site's pages are https:// while nginx says http."""
+    settings.CSRF_TRUSTED_ORIGINS = ["https://track.example.com"]
+    origin = (b"origin", b"https://track.example.com")
+    manager = await open_manager("alpha", world.cookies["ann"], origin=origin)
+    assert (await manager.receive_type("snapshot"))["team"] == "alpha"
 
 
 async def test_superuser_may_watch_any_team(world, open_manager):
