@@ -15,7 +15,6 @@ OwnTracks `lwt` ends the worker's HTTP device on every replica at once.
 import asyncio
 import logging
 
-from tracking import limits
 from tracking.clock import Clock
 from tracking.positions import Position
 
@@ -42,8 +41,6 @@ class HttpDevice:
         self.waiting: dict[int, asyncio.Future] = {}  # seq -> the request waiting for its ack
         self.connecting: asyncio.Future | None = None
         self.carded: set[int] = set()  # teammates an OwnTracks app was sent a card of
-        # Held here, so the worker's upload budget outlives each request (tracking.limits).
-        self.frame_limit = limits.worker_frame_limit(worker_id)
 
     async def acknowledge(self, seq: int) -> None:
         future = self.waiting.pop(seq, None)
