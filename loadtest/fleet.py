@@ -129,8 +129,10 @@ def watch_entries(url: str, sessions: dict, teams: list[dict], sockets_per_team:
     with ThreadPoolExecutor(4) as pool:
         logins = pool.map(lambda u: login(url, u, PASSWORD, timeout=60), missing)
         sessions.update(zip(missing, logins, strict=True))
+    # A session outlives the cluster it was made on (the modes share one database), but a map's
+    # Origin must be the site it connects to.
     return [
-        (team["id"], team["slug"], dict(sessions[team["managers"][0]]))
+        (team["id"], team["slug"], {**sessions[team["managers"][0]], "Origin": url})
         for team in teams
         for _ in range(sockets_per_team)
     ]

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from django.test import Client
 
-from teams import services
+from teams import services, signals
 from teams.models import Enrolment, Worker
 from teams.selectors import worker_get_by_token
 
@@ -122,7 +122,7 @@ def test_removing_a_worker_asks_first_and_stays_within_the_team(
     client, world, monkeypatch, django_capture_on_commit_callbacks
 ):
     closed = []
-    monkeypatch.setattr(services, "close_worker_sockets", closed.append)
+    monkeypatch.setattr(signals, "close_worker_sockets", closed.append)
     client.force_login(world.ann)
     remove = f"/teams/alpha/workers/{world.a2.pk}/remove/"
     assert "Remove Arno?" in client.get(remove).content.decode()
