@@ -11,13 +11,19 @@ Two shapes, as the clients send them (see docs/protocol.md):
 Unknown parameters are ignored. The device id is the worker's token.
 """
 
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
 from tracking.positions import Position
-from tracking.protocol import ClientError, check_position, decode_json, is_number, scaled
+from tracking.protocol import (
+    ClientError,
+    check_position,
+    decode_json,
+    finite_number,
+    is_number,
+    scaled,
+)
 
 KNOT = 1852 / 3600  # m/s
 # Epoch values above this are milliseconds (in seconds it is the year 5138).
@@ -133,12 +139,7 @@ def parse_timestamp(value, now: float, label: str = "timestamp") -> float:
             return _parse_date(value, label)
     if not is_number(value):
         raise ClientError("invalid_field", f"{label} must be a time")
-    try:
-        seconds = float(value)
-    except OverflowError:
-        raise ClientError("not_finite", f"{label} is too large") from None
-    if not math.isfinite(seconds):
-        raise ClientError("not_finite", f"{label} must be finite")
+    seconds = finite_number(value, label)
     return seconds / 1000 if abs(seconds) >= EPOCH_MILLISECONDS_FROM else seconds
 
 

@@ -117,6 +117,19 @@ def is_number(value) -> bool:
     return type(value) is float or type(value) is int
 
 
+def finite_number(value, label: str) -> float:
+    """Return a decoded JSON number as a finite float, or raise ClientError naming `label`."""
+    if not is_number(value):
+        raise ClientError("invalid_field", f"{label} must be a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ClientError("not_finite", f"{label} is too large") from None
+    if not math.isfinite(number):
+        raise ClientError("not_finite", f"{label} must be finite")
+    return number
+
+
 def scaled(value, factor: float):
     """A number in another unit (an integer too large for a float: infinity, which validation
     refuses); anything else as it is, for validation to name."""
@@ -155,14 +168,7 @@ def check_position(item, now: float, where: str = "", labels: dict[str, str] | N
             if required:
                 raise ClientError("invalid_field", f"{label} is required")
             continue
-        if not is_number(value):
-            raise ClientError("invalid_field", f"{label} must be a number")
-        try:
-            value = float(value)
-        except OverflowError:
-            raise ClientError("not_finite", f"{label} is too large") from None
-        if not math.isfinite(value):
-            raise ClientError("not_finite", f"{label} must be finite")
+        value = finite_number(value, label)
         if not lowest <= value <= highest:
             raise ClientError("out_of_range", f"{label} must be between {lowest:g} and {highest:g}")
         position[name] = value
