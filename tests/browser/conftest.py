@@ -8,8 +8,10 @@ receives and how long the page takes to apply them.
 
 import asyncio
 import json
+import os
 import re
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -19,10 +21,19 @@ import websockets
 from playwright.sync_api import sync_playwright
 
 from tests.e2e.clients import Device
-from tests.e2e.conftest import PASSWORD, Server, login, provision
+from tests.e2e.conftest import PASSWORD, ROOT, Server, login, provision
 from tracking.simulator import run_device
 
 CHROMIUM = Path("/usr/bin/chromium")
+# Where the tests write their pictures and figures. `make browser` and `make screenshot` set
+# TEAMTRACK_WRITE_DOCS=1 to refresh the committed ones in docs/; other runs (make test, CI)
+# write beside them in a temporary folder, so a test run never dirties the work tree.
+OUTPUT = (
+    ROOT / "docs"
+    if os.environ.get("TEAMTRACK_WRITE_DOCS")
+    else Path(tempfile.gettempdir()) / "teamtrack-browser"
+)
+OUTPUT.mkdir(exist_ok=True)
 # A closed network: nothing may download, update, sync or phone home, and there is no GPU.
 CHROMIUM_ARGS = [
     "--headless",

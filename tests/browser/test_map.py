@@ -6,28 +6,17 @@ import re
 import struct
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
 from deploy.processes import raise_open_file_limit
-from tests.browser.conftest import DESKTOP, PHONE, STALE_AFTER_SECONDS
+from tests.browser.conftest import DESKTOP, OUTPUT, PHONE, STALE_AFTER_SECONDS
 from tests.e2e.conftest import PASSWORD, ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.timeout(60)]
 
-# `make browser` and `make screenshot` set TEAMTRACK_WRITE_DOCS=1 to refresh the committed
-# picture and figures; other runs (make test, CI) write beside them in a temporary folder, so a
-# test run never dirties the work tree.
-OUTPUT = (
-    ROOT / "docs"
-    if os.environ.get("TEAMTRACK_WRITE_DOCS")
-    else Path(tempfile.gettempdir()) / "teamtrack-browser"
-)
-OUTPUT.mkdir(exist_ok=True)
 SCREENSHOT = OUTPUT / "screenshot-map.png"
 PERFORMANCE_REPORT = OUTPUT / "browser-performance.md"
 # Marker colours of static/js/map.js, by state.

@@ -1,27 +1,15 @@
 """A manager adds a worker and sets up their phone, in Debian's Chromium against a real daphne."""
 
-import os
 import re
 import struct
-import tempfile
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import TeamTrack
-from tests.e2e.conftest import ROOT
+from tests.browser.conftest import OUTPUT, TeamTrack
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.timeout(60)]
 
-# As in test_map.py: `make browser` and `make screenshot` set TEAMTRACK_WRITE_DOCS=1 to refresh
-# the picture in README.md; other runs write it to a temporary folder.
-OUTPUT = (
-    ROOT / "docs"
-    if os.environ.get("TEAMTRACK_WRITE_DOCS")
-    else Path(tempfile.gettempdir()) / "teamtrack-browser"
-)
-OUTPUT.mkdir(exist_ok=True)
 SCREENSHOT = OUTPUT / "screenshot-setup.png"
 VIEWPORT = {"width": 1280, "height": 900}
 

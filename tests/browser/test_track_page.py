@@ -16,9 +16,8 @@ import urllib.request
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import PHONE, TeamTrack
+from tests.browser.conftest import OUTPUT, PHONE, TeamTrack
 from tests.browser.test_map import expect_live, manager, map_path, team_name
-from tests.browser.test_setup_page import OUTPUT
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.timeout(60)]
 
