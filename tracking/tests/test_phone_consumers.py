@@ -10,8 +10,9 @@ from urllib.parse import urlencode
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import OperationalError
 
-from teams import services
+from teams import selectors, services
 from tracking import uploads
 from tracking.logs import RepeatsOncePerMinute
 from tracking.relay import get_relay
@@ -448,3 +449,19 @@ async def test_a_device_revoked_while_it_connects_is_not_left_online(world, clie
     assert (await upload).status_code == 503
     assert world.a1.id not in relay.devices.workers
     assert world.a1.id not in relay.uploads.devices
+
+
+async def test_an_upload_while_the_database_is_down_is_a_503_not_a_200_or_500(
+    world, client, monkeypatch
+):
+    """The token cannot be checked: nothing is taken, and the app is told to send it again."""
+
+    def unreachable(**kwargs):
+        raise OperationalError("could not connect to server")
+
+    monkeypatch.setattr(selectors, "worker_get_by_token", unreachable)
+    response = await client.get(f"/osmand/?{osmand_query(world.tokens[world.a1.id])}")
+    assert response.status_code == 503
+    owntracks = await owntracks_post(client, world.tokens[world.a1.id], location())
+    assert owntracks.status_code == 503
+    assert world.a1.id not in await get_relay().latest_positions(world.alpha.id)
