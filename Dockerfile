@@ -14,7 +14,7 @@ RUN DEBUG=false SECRET_KEY=only-for-collectstatic-not-a-real-secret-key \
 
 USER nobody
 EXPOSE 8000
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", "--proxy-headers", \
+CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", \
      "--websocket-max-message-size", "524288", "--websocket-max-frame-size", "524288", \
      "--access-log", "/dev/null", \
      "teamtrack.asgi:application"]

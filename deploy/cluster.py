@@ -119,7 +119,6 @@ class LocalCluster:
             [
                 sys.executable, "-m", "daphne",
                 "-b", "127.0.0.1", "-p", str(port),
-                "--proxy-headers",
                 "--websocket-max-message-size", str(DAPHNE_MAX_MESSAGE_BYTES),
                 "--websocket-max-frame-size", str(DAPHNE_MAX_MESSAGE_BYTES),
                 # nginx keeps the access log, of paths only; daphne's would hold query strings.

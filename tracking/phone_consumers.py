@@ -62,7 +62,7 @@ class PhoneRequest:
     query_string: str
     headers: dict[str, str]  # lower-case names
     body: bytes
-    address: str  # the client's, as nginx saw it (daphne --proxy-headers)
+    address: str  # the client's, as nginx saw it (teamtrack.proxies)
 
 
 class PhoneUploadConsumer(AsyncHttpConsumer):

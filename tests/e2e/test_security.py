@@ -523,6 +523,34 @@ def test_a_client_cannot_pick_its_address_with_x_forwarded_for(tmp_path):
         cluster.stop()
 
 
+def test_a_client_reaching_a_replica_directly_cannot_pose_as_the_proxy_or_its_networks(
+    tmp_path,
+):
+    # 127.0.0.2 is another host on the replica's network; only nginx's 127.0.0.1 is trusted.
+    env = {"TRUSTED_PROXIES": "127.0.0.1", "METRICS_ALLOWED_NETWORKS": "127.0.0.1/32"}
+    cluster = LocalCluster(replicas=1, workdir=tmp_path, layer="memory", env=env)
+    cluster.start_replica(0)
+    try:
+        port = cluster.replica_ports[0]
+
+        def get(source: str, headers: dict) -> int:
+            connection = http.client.HTTPConnection(
+                "127.0.0.1", port, timeout=10, source_address=(source, 0)
+            )
+            connection.request("GET", "/metrics", headers=headers)
+            status = connection.getresponse().status
+            connection.close()
+            return status
+
+        assert get("127.0.0.1", {}) == 200  # the allowed network itself is served
+        assert get("127.0.0.2", {"X-Forwarded-For": "127.0.0.1"}) == 404
+        assert get("127.0.0.2", {"X-Forwarded-For": "127.0.0.1, 127.0.0.1"}) == 404
+        # Through the trusted proxy, the forwarded client counts, not the proxy's address.
+        assert get("127.0.0.1", {"X-Forwarded-For": "203.0.113.9"}) == 404
+    finally:
+        cluster.stop()
+
+
 # ---------------------------------------------------------------- daphne version and limits
 
 
@@ -551,6 +579,8 @@ def test_daphne_is_recent_and_every_production_start_sets_its_size_limits(monkey
     command = json.loads(cmd.removeprefix("CMD "))
     assert command[0] == "daphne"
     check_size_flags(command)
+    # daphne's --proxy-headers believes X-Forwarded-For from anyone (teamtrack.proxies does not).
+    assert "--proxy-headers" not in command
 
     # compose.yaml: no service overrides that command to start daphne without the limits.
     services = compose_services((ROOT / "compose.yaml").read_text())
@@ -569,6 +599,7 @@ def test_daphne_is_recent_and_every_production_start_sets_its_size_limits(monkey
     (command,) = started
     assert command[1:3] == ["-m", "daphne"]
     check_size_flags(command)
+    assert "--proxy-headers" not in command
 
 
 def compose_services(text: str) -> dict[str, str]:
