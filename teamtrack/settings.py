@@ -176,6 +176,10 @@ TEAMTRACK_WORKER_FRAME_BURST = env.int("WORKER_FRAME_BURST", default=20)
 TEAMTRACK_FAILED_LOGINS_PER_MINUTE = env.int("FAILED_LOGINS_PER_MINUTE", default=30)
 # A manager socket that reads nothing for this long while frames pile up is closed with 4408.
 TEAMTRACK_SLOW_MANAGER_SECONDS = env.float("SLOW_MANAGER_SECONDS", default=30.0)
+# The proxies (nginx) whose X-Forwarded-For and X-Forwarded-Proto a replica believes
+# (teamtrack/proxies.py): addresses or networks, as narrow as the deployment allows. From anyone
+# else those headers are removed, so a client reaching a replica directly cannot pose as another.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=["127.0.0.1", "::1"])
 # Who may read /metrics: Prometheus scrapes each replica on the internal network.
 METRICS_ALLOWED_NETWORKS = env.list(
     "METRICS_ALLOWED_NETWORKS",
