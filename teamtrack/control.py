@@ -19,6 +19,8 @@ RELAYS_GROUP = "relays"
 WORKER_REVOKED = "worker.revoked"  # {"worker_id"}: its token stopped working
 # {"worker_id"}: its phone app said it stops reporting (OwnTracks' lwt): its HTTP devices end.
 WORKER_SIGNED_OFF = "worker.signed_off"
+# {"worker_id", "seq"}: a socket of the worker logged in; its older sockets close (4409).
+WORKER_LOGGED_IN = "worker.logged_in"
 # {"user_id", "team_id"}: the user's maps of that team (team_id) or of every team (None) close.
 WATCHER_REVOKED = "watcher.revoked"
 

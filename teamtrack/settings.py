@@ -168,12 +168,17 @@ TEAMTRACK_PRESENCE_TTL = env.float("PRESENCE_TTL_SECONDS", default=15.0)
 
 # How long the relay gathers a team's positions before sending them to its managers.
 TEAMTRACK_FLUSH_WINDOW = env.int("FLUSH_WINDOW_MS", default=100) / 1000
-# A worker's device sockets on a replica, together: frames a second (on average, in bursts of up
-# to WORKER_FRAME_BURST) before frames are refused with `rate_limited`; going on closes 4429.
+# A worker's frames (its one live socket) or HTTP uploads, across the replicas: frames a second (on
+# average, in bursts of up to WORKER_FRAME_BURST) before they are refused with `rate_limited`
+# (going on closes 4429) or slowed, then answered 429.
 TEAMTRACK_WORKER_FRAMES_PER_SECOND = env.float("WORKER_FRAMES_PER_SECOND", default=5.0)
 TEAMTRACK_WORKER_FRAME_BURST = env.int("WORKER_FRAME_BURST", default=20)
-# Failed device logins from one address in a minute, per replica, before it is refused (4429).
+# Failed device logins (bad tokens, enrolment codes) from one address in a minute, across the
+# replicas, before the next failure is answered 4429/429 instead; good tokens always get in.
 TEAMTRACK_FAILED_LOGINS_PER_MINUTE = env.int("FAILED_LOGINS_PER_MINUTE", default=30)
+# Socket logins of one worker in a minute, across the replicas, before it is refused (4429): a
+# device reconnecting after a network change or a replica's restart needs a handful.
+TEAMTRACK_WORKER_LOGINS_PER_MINUTE = env.int("WORKER_LOGINS_PER_MINUTE", default=20)
 # A manager socket that reads nothing for this long while frames pile up is closed with 4408.
 TEAMTRACK_SLOW_MANAGER_SECONDS = env.float("SLOW_MANAGER_SECONDS", default=30.0)
 # The proxies (nginx) whose X-Forwarded-For and X-Forwarded-Proto a replica believes

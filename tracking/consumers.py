@@ -114,15 +114,12 @@ class RelaySocketConsumer(AsyncWebsocketConsumer):
 class WorkerConsumer(RelaySocketConsumer):
     kind = "worker"
     worker = None  # set once the device's token is accepted
+    login_seq: int | None = None  # of its login: a newer one of the same worker closes this
     auth_timer = None
 
     async def connect(self):
         await self.accept()
         self.address = (self.scope.get("client") or ("", 0))[0]
-        if limits.failed_logins().blocked(self.address):
-            metrics.RATE_LIMITED_CLOSES.labels("failed_logins").inc()
-            await self.close(code=protocol.CLOSE_RATE_LIMITED)
-            return
         token = bearer_token(self.scope)
         if token is not None:
             await self.authenticate(token)
@@ -163,8 +160,7 @@ class WorkerConsumer(RelaySocketConsumer):
     async def refuse_flood(self):
         """Drop a frame over the rate limit: say so once, and close a device that goes on."""
         if self.frame_limit.flooding:
-            metrics.RATE_LIMITED_CLOSES.labels("frames").inc()
-            await self.close(code=protocol.CLOSE_RATE_LIMITED)
+            await self.refuse_rate_limited("frames")
         elif self.frame_limit.refused_in_a_row == 1:
             await self.send_error(ClientError("rate_limited", "too many frames; slow down"))
         else:
@@ -183,22 +179,39 @@ class WorkerConsumer(RelaySocketConsumer):
             self.auth_timer.cancel()
         worker = await database_sync_to_async(selectors.worker_get_by_token)(token=token)
         if worker is None:
-            limits.failed_logins().record_failure(self.address)
-            await self.refuse()
+            # A good token gets in from anywhere (carriers' NAT puts many phones behind one
+            # address); a bad one from an address that failed too often is told to slow down.
+            if await limits.get_limits().login_failed(self.address):
+                await self.refuse_rate_limited("failed_logins")
+            else:
+                await self.refuse()
             return
+        login = await limits.get_limits().worker_login(worker.id)
+        if login is None:
+            await self.refuse_rate_limited("logins")
+            return
+        self.login_seq = login.seq
         try:
             await get_relay().worker_connected(
-                self, team_id=worker.team_id, worker_id=worker.id, name=worker.name
+                self,
+                team_id=worker.team_id,
+                worker_id=worker.id,
+                name=worker.name,
+                login_seq=login.seq,
             )
         except RelayUnavailable:
             await self.close(code=protocol.CLOSE_TRY_AGAIN)
             return
-        self.frame_limit = limits.worker_frame_limit(worker.id)
+        self.frame_limit = login.frames
         self.worker = worker
 
     async def refuse(self):
         """Close the socket as unauthenticated."""
         await self.close(code=protocol.CLOSE_UNAUTHENTICATED)
+
+    async def refuse_rate_limited(self, reason: str):
+        metrics.RATE_LIMITED_CLOSES.labels(reason).inc()
+        await self.close(code=protocol.CLOSE_RATE_LIMITED)
 
 
 class TeamConsumer(RelaySocketConsumer):

@@ -1,17 +1,34 @@
-"""Abuse limits of devices: frames (or HTTP uploads) per worker, and failed logins per client
-address.
+"""Abuse limits of devices: failed logins per client address, logins per worker, and each
+worker's frames (or HTTP uploads) per second.
 
-Both are kept in the replica's memory: a flood is stopped where it arrives, without a round trip
-to Redis per frame. With N replicas behind the load balancer, an address may fail logins N times
-as often before every replica refuses it. Both tables are bounded: a worker's budget is
-forgotten once it has refilled, an address once many others failed since.
+With several replicas (a Redis-backed relay), the counts that a client could otherwise multiply
+by the number of replicas are kept in Redis, one round trip where they are counted:
+- failed logins per address (bad tokens on sockets and phone uploads, bad enrolment codes);
+- logins per worker (a reconnect storm from one token);
+- HTTP uploads per worker (each upload may land on any replica).
+A socket's frames are counted in the replica's memory, without a round trip per frame, and still
+hold across replicas: a worker has one live socket (a newer login closes older ones on every
+replica, tracking.relay), and a login on another replica than the worker's previous one starts
+with an empty budget there.
+
+If Redis cannot be reached, each replica falls back to its own counts. Every table is bounded.
 """
 
 import ipaddress
+import itertools
 import time
-from collections import deque
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
 
 from django.conf import settings
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
+from tracking.redis_clients import PerLoopRedis
+
+WINDOW = 60.0  # seconds over which logins and failed logins are counted
+MAX_KEYS = 10_000  # addresses or workers a local count remembers; the longest quiet go first
 
 
 class FrameRateLimit:
@@ -37,6 +54,10 @@ class FrameRateLimit:
         self.refused_in_a_row += 1
         return False
 
+    def empty(self) -> None:
+        """Spend every token: the budget continues from another replica's."""
+        self.tokens, self.updated = 0.0, self.clock()
+
     def seconds_until_token(self) -> float:
         """How long until `take` would succeed (0 if it would now)."""
         return max(0.0, (1 - self._tokens_now()) / self.rate)
@@ -54,38 +75,36 @@ class FrameRateLimit:
         return self.refused_in_a_row > self.burst
 
 
-class FailedLoginLimit:
-    """Counts failed device logins per client address over a sliding minute. An IPv6 client
-    counts by its /64, which one subscriber's device may roam freely."""
+class WindowCounts:
+    """Counts per key over fixed windows of WINDOW seconds from each key's first count."""
 
-    WINDOW = 60.0
-    MAX_ADDRESSES = 10_000  # beyond these, the address whose last failure is oldest is forgotten
-
-    def __init__(self, *, per_minute: int, clock=time.monotonic):
-        self.per_minute = per_minute
+    def __init__(self, *, clock=time.monotonic):
         self.clock = clock
-        # address -> times of its last `per_minute` failures; the most recent failure last.
-        self.failures: dict[str, deque[float]] = {}
+        self.counts: OrderedDict[str, tuple[float, int]] = OrderedDict()  # key -> (start, count)
 
-    def blocked(self, address: str) -> bool:
-        """Whether this address failed too often in the last minute to try again now."""
-        failures = self.failures.get(_client(address))
-        return (
-            failures is not None
-            and len(failures) >= self.per_minute
-            and failures[0] > self.clock() - self.WINDOW
-        )
-
-    def record_failure(self, address: str) -> None:
-        key = _client(address)
-        failures = self.failures.pop(key, None) or deque(maxlen=self.per_minute)
-        failures.append(self.clock())
-        self.failures[key] = failures
-        while len(self.failures) > self.MAX_ADDRESSES:
-            del self.failures[next(iter(self.failures))]
+    def add(self, key: str) -> int:
+        """Count one for `key`; return its count in the current window."""
+        now = self.clock()
+        start, count = self.counts.pop(key, (now, 0))
+        if now - start >= WINDOW:
+            start, count = now, 0
+        self.counts[key] = (start, count + 1)
+        while len(self.counts) > MAX_KEYS:
+            self.counts.popitem(last=False)
+        return count + 1
 
 
-def _client(address: str) -> str:
+@dataclass
+class Login:
+    """A worker's accepted socket login."""
+
+    seq: int  # grows with every login of the worker: the newest socket is the live one
+    frames: FrameRateLimit  # the worker's frame budget on this replica
+
+
+def client_key(address: str) -> str:
+    """Who a failed login counts against: an IPv4 address, or an IPv6 client's /64 (which one
+    subscriber's device may roam freely)."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -97,45 +116,166 @@ def _client(address: str) -> str:
     return str(ipaddress.ip_network(f"{ip}/64", strict=False))
 
 
-_failed_logins: FailedLoginLimit | None = None
+class LocalLimits:
+    """The limits as this process alone counts them: the embedded default, and every replica's
+    frame budgets."""
+
+    PRUNE_EVERY = 1000  # new frame budgets between sweeps of the refilled ones
+
+    def __init__(
+        self,
+        *,
+        failed_logins_per_minute: int,
+        worker_logins_per_minute: int,
+        frames_per_second: float,
+        frame_burst: int,
+        clock=time.monotonic,
+    ):
+        self.failed_logins_per_minute = failed_logins_per_minute
+        self.worker_logins_per_minute = worker_logins_per_minute
+        self.frames_per_second = frames_per_second
+        self.frame_burst = frame_burst
+        self.clock = clock
+        self.failed_logins = WindowCounts(clock=clock)
+        self.worker_logins = WindowCounts(clock=clock)
+        self.login_seq = itertools.count(1)
+        # Kept after the worker's sockets and uploads end, until refilled: reconnecting (or an
+        # OwnTracks lwt ending its uploads) must not buy a fresh burst.
+        self.frame_limits: dict[int, FrameRateLimit] = {}
+        self._size_after_prune = 0
+
+    async def login_failed(self, address: str) -> bool:
+        """Count a failed login from `address`; return whether it failed too often this minute
+        (the client is told to slow down rather than that the token was wrong)."""
+        return self.failed_logins.add(client_key(address)) > self.failed_logins_per_minute
+
+    async def worker_login(self, worker_id: int) -> Login | None:
+        """Count a socket login of a worker; return it, or None if the worker logged in too
+        often this minute."""
+        if self.worker_logins.add(str(worker_id)) > self.worker_logins_per_minute:
+            return None
+        return Login(seq=next(self.login_seq), frames=self.frame_limit(worker_id))
+
+    async def take_upload(self, worker_id: int) -> float:
+        """Spend the worker's budget on one HTTP upload: 0 if taken, else the seconds to wait
+        before it could be."""
+        limit = self.frame_limit(worker_id)
+        return 0.0 if limit.take() else max(limit.seconds_until_token(), 0.001)
+
+    def frame_limit(self, worker_id: int) -> FrameRateLimit:
+        """Return the frame budget that every socket and upload of this worker here shares."""
+        limit = self.frame_limits.get(worker_id)
+        if limit is None:
+            if len(self.frame_limits) >= self._size_after_prune + self.PRUNE_EVERY:
+                for known, old in list(self.frame_limits.items()):
+                    if old.is_full():
+                        del self.frame_limits[known]
+                self._size_after_prune = len(self.frame_limits)
+            limit = self.frame_limits[worker_id] = FrameRateLimit(
+                rate=self.frames_per_second, burst=self.frame_burst, clock=self.clock
+            )
+        return limit
 
 
-def failed_logins() -> FailedLoginLimit:
-    """Return this process's count of failed device logins, built from settings on first use."""
-    global _failed_logins
-    if _failed_logins is None:
-        _failed_logins = FailedLoginLimit(per_minute=settings.TEAMTRACK_FAILED_LOGINS_PER_MINUTE)
-    return _failed_logins
+# GCRA (a token bucket as one timestamp): KEYS[1] holds the time at which the bucket is full
+# again; ARGV = seconds per upload, burst. Returns "0" if the upload is taken, else the seconds to
+# wait, as a string (Lua numbers reach Python as integers).
+_TAKE_UPLOAD = """
+local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local full_at = math.max(tonumber(redis.call('GET', KEYS[1]) or now), now)
+local wait = full_at - (burst - 1) * interval - now
+if wait > 0 then return string.format('%.3f', wait) end
+full_at = full_at + interval
+redis.call('SET', KEYS[1], string.format('%.6f', full_at), 'PX',
+           math.ceil((full_at - now) * 1000) + 1000)
+return '0'
+"""
+
+
+class RedisLimits(LocalLimits):
+    """The limits of a replica among several: what a client could multiply by the number of
+    replicas is counted in Redis."""
+
+    def __init__(self, *, url: str, prefix: str, replica: str, **limits):
+        super().__init__(**limits)
+        self.redis = PerLoopRedis(url)
+        self.prefix = prefix
+        self.replica = replica
+        # Loaded by SHA on whichever loop's client runs it; this client only encodes.
+        self._take_upload = aioredis.Redis.from_url(url).register_script(_TAKE_UPLOAD)
+
+    async def login_failed(self, address: str) -> bool:
+        key = f"{self.prefix}failed-logins:{client_key(address)}"
+        try:
+            async with self.redis.client.pipeline(transaction=False) as pipe:
+                pipe.set(key, 0, ex=int(WINDOW), nx=True)
+                pipe.incr(key)
+                _, count = await pipe.execute()
+        except RedisError:
+            return await super().login_failed(address)
+        return count > self.failed_logins_per_minute
+
+    async def worker_login(self, worker_id: int) -> Login | None:
+        logins, seq, last = (
+            f"{self.prefix}logins:{worker_id}",
+            f"{self.prefix}login-seq:{worker_id}",
+            f"{self.prefix}last-login:{worker_id}",
+        )
+        try:
+            async with self.redis.client.pipeline(transaction=False) as pipe:
+                pipe.set(logins, 0, ex=int(WINDOW), nx=True)
+                pipe.incr(logins)
+                pipe.incr(seq)
+                pipe.expire(seq, 86_400)
+                pipe.set(last, self.replica, ex=int(WINDOW), get=True)
+                _, count, login_seq, _, previous = await pipe.execute()
+        except RedisError:
+            return await super().worker_login(worker_id)
+        if count > self.worker_logins_per_minute:
+            return None
+        frames = self.frame_limit(worker_id)
+        if previous is not None and previous.decode() != self.replica:
+            frames.empty()  # the worker's budget was being spent on another replica
+        return Login(seq=login_seq, frames=frames)
+
+    async def take_upload(self, worker_id: int) -> float:
+        args = [1 / self.frames_per_second, self.frame_burst]
+        try:
+            wait = await self._take_upload(
+                [f"{self.prefix}uploads:{worker_id}"], args, client=self.redis.client
+            )
+        except RedisError:
+            return await super().take_upload(worker_id)
+        return float(wait)
+
+
+_limits: LocalLimits | None = None
+
+
+def get_limits() -> LocalLimits:
+    """Return this process's limits, built from settings on first use."""
+    global _limits
+    if _limits is None:
+        numbers = {
+            "failed_logins_per_minute": settings.TEAMTRACK_FAILED_LOGINS_PER_MINUTE,
+            "worker_logins_per_minute": settings.TEAMTRACK_WORKER_LOGINS_PER_MINUTE,
+            "frames_per_second": settings.TEAMTRACK_WORKER_FRAMES_PER_SECOND,
+            "frame_burst": settings.TEAMTRACK_WORKER_FRAME_BURST,
+        }
+        if settings.TEAMTRACK_RELAY_STATE == "redis":
+            _limits = RedisLimits(
+                url=settings.REDIS_URL,
+                prefix=f"{settings.REDIS_PREFIX}:limits:",
+                replica=uuid.uuid4().hex[:12],
+                **numbers,
+            )
+        else:
+            _limits = LocalLimits(**numbers)
+    return _limits
 
 
 def reset_limits() -> None:
-    """Forget every failed login and frame budget (tests, settings changes)."""
-    global _failed_logins, _size_after_prune
-    _failed_logins = None
-    _worker_frame_limits.clear()
-    _size_after_prune = 0
-
-
-# Kept after the worker's sockets and uploads end, until refilled: reconnecting (or an
-# OwnTracks lwt ending its uploads) must not buy a fresh burst.
-_worker_frame_limits: dict[int, FrameRateLimit] = {}
-PRUNE_EVERY = 1000  # new entries between sweeps of the refilled ones
-_size_after_prune = 0
-
-
-def worker_frame_limit(worker_id: int) -> FrameRateLimit:
-    """Return the frame limit that every socket and upload of this worker on this replica
-    shares."""
-    global _size_after_prune
-    limit = _worker_frame_limits.get(worker_id)
-    if limit is None:
-        if len(_worker_frame_limits) >= _size_after_prune + PRUNE_EVERY:
-            for known, old in list(_worker_frame_limits.items()):
-                if old.is_full():
-                    del _worker_frame_limits[known]
-            _size_after_prune = len(_worker_frame_limits)
-        limit = _worker_frame_limits[worker_id] = FrameRateLimit(
-            rate=settings.TEAMTRACK_WORKER_FRAMES_PER_SECOND,
-            burst=settings.TEAMTRACK_WORKER_FRAME_BURST,
-        )
-    return limit
+    """Forget every count and budget (tests, settings changes)."""
+    global _limits
+    _limits = None

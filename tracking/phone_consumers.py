@@ -131,7 +131,7 @@ class OsmAndConsumer(PhoneUploadConsumer):
             return rejected(error)
         worker = await authenticate(upload.device_id)
         if worker is None:
-            return refused(request, text(403, "unknown or revoked device id"))
+            return await refused(request, text(403, "unknown or revoked device id"))
         device = await take(worker, [upload.position])
         return device if isinstance(device, Answer) else Answer(200)
 
@@ -147,7 +147,7 @@ class OwnTracksConsumer(PhoneUploadConsumer):
         if worker is None:
             unauthorized = text(401, "unknown or revoked token")
             unauthorized.headers["WWW-Authenticate"] = 'Basic realm="TeamTrack"'
-            return refused(request, unauthorized)
+            return await refused(request, unauthorized)
         try:
             message = owntracks.parse(request.body, now=time.time())
         except ClientError as error:
@@ -170,13 +170,12 @@ class OwnTracksConsumer(PhoneUploadConsumer):
 async def within_rate(worker) -> Answer | None:
     """Spend one of the worker's budget (waiting up to MAX_RATE_WAIT for it); None if it was
     there, else the 429 to answer."""
-    limit = limits.worker_frame_limit(worker.id)
-    if limit.take():
+    wait = await limits.get_limits().take_upload(worker.id)
+    if not wait:
         return None
-    wait = limit.seconds_until_token()
     if wait <= MAX_RATE_WAIT:
         await asyncio.sleep(wait)
-        if limit.take():
+        if not await limits.get_limits().take_upload(worker.id):
             return None
     metrics.POSITIONS_REJECTED.labels("rate_limited").inc()
     return text(429, "too many requests for this device; slow down")
@@ -218,13 +217,11 @@ async def authenticate(token: str):
     return await database_sync_to_async(selectors.worker_get_by_token)(token=token)
 
 
-def refused(request: PhoneRequest, answer: Answer) -> Answer:
-    """Count a failed login, or answer 429 if this address already failed too often."""
-    failed_logins = limits.failed_logins()
-    if failed_logins.blocked(request.address):
+async def refused(request: PhoneRequest, answer: Answer) -> Answer:
+    """Count a failed login; answer 429 instead if this address failed too often."""
+    if await limits.get_limits().login_failed(request.address):
         metrics.RATE_LIMITED_CLOSES.labels("failed_logins").inc()
         return text(429, "too many failed logins from this address; wait a minute")
-    failed_logins.record_failure(request.address)
     return answer
 
 

@@ -17,7 +17,9 @@ CLOSE_UNAUTHENTICATED = 4401  # no, unknown, revoked or rotated device token; no
 CLOSE_FORBIDDEN = 4403  # logged in, but not a manager of that team
 CLOSE_NOT_FOUND = 4404  # no such team, or no such socket path
 CLOSE_TOO_SLOW = 4408  # a manager socket that stopped reading while its frames piled up
-CLOSE_RATE_LIMITED = 4429  # too many frames, or too many failed logins from one address
+CLOSE_RATE_LIMITED = 4429  # too many frames or logins, or failed logins from one address
+# A newer socket of the same worker logged in, on any replica: this one is closed; do not reconnect.
+CLOSE_REPLACED = 4409
 CLOSE_SERVICE_RESTART = 4012  # the replica is stopping: reconnect at once (RFC 6455's 1012)
 
 AUTH_TIMEOUT = 5.0  # seconds a device may take to send its auth frame

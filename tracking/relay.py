@@ -79,11 +79,24 @@ class Relay:
     # ------------------------------------------------------------ what consumers call
 
     async def worker_connected(
-        self, socket: DeviceSocket, *, team_id: int, worker_id: int, name: str
+        self,
+        socket: DeviceSocket,
+        *,
+        team_id: int,
+        worker_id: int,
+        name: str,
+        login_seq: int | None = None,
     ) -> None:
-        """Record a device socket; tell managers if the worker came online."""
+        """Record a device socket; tell managers if the worker came online. A socket's login
+        (`login_seq`) closes the worker's older sockets on every replica: one device reports
+        for a worker, and its frame budget is not multiplied by the number of replicas."""
         await self._ensure_running()
         await self.devices.worker_connected(socket, team_id=team_id, worker_id=worker_id, name=name)
+        if login_seq is not None:
+            message = {"type": control.WORKER_LOGGED_IN, "worker_id": worker_id, "seq": login_seq}
+            await self.layer_outage.guard(
+                get_channel_layer().group_send(control.RELAYS_GROUP, message)
+            )
 
     async def worker_disconnected(
         self, socket: DeviceSocket, *, team_id: int, worker_id: int
@@ -250,6 +263,11 @@ class Relay:
             for socket in self.devices.sockets_of(message.get("worker_id")):
                 await close_quietly(socket, protocol.CLOSE_UNAUTHENTICATED)
             await self.uploads.end_worker(message.get("worker_id"))  # one still connecting
+        elif message_type == control.WORKER_LOGGED_IN:
+            for socket in self.devices.sockets_of(message.get("worker_id")):
+                older = getattr(socket, "login_seq", None)  # HTTP devices never log in
+                if older is not None and older < message["seq"]:
+                    await close_quietly(socket, protocol.CLOSE_REPLACED)
         elif message_type == control.WORKER_SIGNED_OFF:
             await self.uploads.end_worker(message.get("worker_id"))
         elif message_type == control.WATCHER_REVOKED:

@@ -10,15 +10,14 @@ drop a change that arrives after a newer one of the same worker: replicas publis
 connections, so their messages can overtake each other (a reap racing a reconnect, say).
 """
 
-import asyncio
 import json
 import logging
-import weakref
 from typing import NamedTuple, Protocol
 
 from redis import asyncio as aioredis
 
 from tracking.positions import Batches, Position, merge_newest
+from tracking.redis_clients import PerLoopRedis
 
 logger = logging.getLogger(__name__)
 
@@ -218,8 +217,7 @@ class RedisRelayState:
         self.replica = replica
         self.lease_ttl = lease_ttl
         self.prefix = prefix
-        # A client binds to the event loop it first runs on, so keep one per loop.
-        self._clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._redis = PerLoopRedis(url)
         # Scripts are loaded by SHA on whichever client runs them; this one only encodes.
         scripts = aioredis.Redis.from_url(url)
         self._open = scripts.register_script(_OPEN)
@@ -231,29 +229,11 @@ class RedisRelayState:
     @property
     def redis(self) -> aioredis.Redis:
         """Return the Redis client of the running event loop."""
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            # A bounded pool that waits: a storm of connects or disconnects queues for a
-            # connection instead of failing with "too many connections".
-            # health_check_interval: a connection idle for a while (a Redis restart in between)
-            # is checked with a PING before use, instead of failing the first command sent on it.
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self.url,
-                max_connections=32,
-                timeout=20,
-                socket_timeout=5,
-                socket_connect_timeout=5,
-                health_check_interval=2,
-            )
-            client = self._clients[loop] = aioredis.Redis(connection_pool=pool)
-        return client
+        return self._redis.client
 
     async def close(self) -> None:
         """Close the connections of the running event loop."""
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
+        await self._redis.close()
 
     def _key(self, kind: str, team_id: int | None = None) -> str:
         return f"{self.prefix}{kind}" if team_id is None else f"{self.prefix}{kind}:{team_id}"

@@ -10,6 +10,7 @@ import json
 import logging
 from functools import cache
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.staticfiles import finders
 from django.db import OperationalError
@@ -68,9 +69,6 @@ def track_page(request):
 def track_enrol(request):
     """Exchange a one-time enrolment code for the worker's device token."""
     address = request.META.get("REMOTE_ADDR", "")
-    failed_logins = limits.failed_logins()
-    if failed_logins.blocked(address):
-        return _text(429, "Too many failed attempts from this address; try again in a minute.")
     try:
         body = json.loads(request.body)
     except (ValueError, UnicodeDecodeError):
@@ -83,7 +81,8 @@ def track_enrol(request):
     except OperationalError:  # SQLite (development) refuses a second writer at once
         return _text(503, "Busy; try again.")
     if redeemed is None:
-        failed_logins.record_failure(address)
+        if async_to_sync(limits.get_limits().login_failed)(address):
+            return _text(429, "Too many failed attempts from this address; try again in a minute.")
         return _text(410, "This enrolment link is unknown, used or expired.")
     worker, token = redeemed
     logger.info("Worker %s of team %s enrolled a browser", worker.pk, worker.team_id)

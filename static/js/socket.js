@@ -13,15 +13,19 @@ export const CLOSE_UNAUTHENTICATED = 4401; // not logged in, or logged out while
 export const CLOSE_FORBIDDEN = 4403; // not a manager of this team (any more)
 export const CLOSE_NOT_FOUND = 4404; // no team with this slug
 export const CLOSE_TOO_SLOW = 4408; // this page stopped reading while its frames piled up
+// A newer socket of the same worker logged in (worker sockets only): never reconnect on our own,
+// or two pages with the same token would take the socket from each other for ever.
+export const CLOSE_REPLACED = 4409;
 export const CLOSE_RATE_LIMITED = 4429; // too many frames (device sockets, in practice)
 export const CLOSE_TRY_AGAIN = 4503; // the relay cannot be reached right now
 export const CLOSE_SERVICE_RESTART = 4012; // the replica is stopping
 
 /**
- * What the socket does after each of those codes: "stop" where retrying cannot help (it reports
- * "lost"), "retry" with backoff as after any other close (1000, 1006). A 4012 closes a live
- * socket, whose snapshot reset the attempt count to 0, so the wait is a jitter of up to
- * backoffStartMs: the "reconnect at once, with a little jitter" that docs/protocol.md asks for.
+ * What the socket does after each of those codes: "stop" where retrying cannot help or must not
+ * happen (it reports "lost"), "retry" with backoff as after any other close (1000, 1006). A 4012
+ * closes a live socket, whose snapshot reset the attempt count to 0, so the wait is a jitter of up
+ * to backoffStartMs: the "reconnect at once, with a little jitter" that docs/protocol.md asks for.
+ * Manager sockets never get 4409; its rule is here so that the map mirrors protocol.py.
  * @type {ReadonlyMap<CloseCode, "stop" | "retry">}
  */
 export const AFTER_CLOSE = new Map([
@@ -29,6 +33,7 @@ export const AFTER_CLOSE = new Map([
   [CLOSE_FORBIDDEN, "stop"],
   [CLOSE_NOT_FOUND, "stop"],
   [CLOSE_TOO_SLOW, "retry"],
+  [CLOSE_REPLACED, "stop"],
   [CLOSE_RATE_LIMITED, "retry"],
   [CLOSE_TRY_AGAIN, "retry"],
   [CLOSE_SERVICE_RESTART, "retry"],

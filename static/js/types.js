@@ -128,7 +128,7 @@
 
 /**
  * TeamTrack's close codes (tracking/protocol.py's CLOSE_*; socket.js exports them by name).
- * @typedef {4401 | 4403 | 4404 | 4408 | 4429 | 4503 | 4012} CloseCode
+ * @typedef {4401 | 4403 | 4404 | 4408 | 4409 | 4429 | 4503 | 4012} CloseCode
  */
 
 // ---------------------------------------------------------------- the map page

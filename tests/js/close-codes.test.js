@@ -50,9 +50,14 @@ describe("close codes: socket.js against tracking/protocol.py", () => {
     for (const rule of socket.AFTER_CLOSE.values()) assert.ok(rule === "stop" || rule === "retry", rule);
   });
 
-  it("stops only where retrying cannot help: not logged in, not a manager, no such team", () => {
+  it("stops only where retrying cannot help or must not: not logged in, not a manager, no team, replaced", () => {
     const stops = [...socket.AFTER_CLOSE].filter(([, rule]) => rule === "stop").map(([code]) => code);
-    const final = [python.CLOSE_UNAUTHENTICATED, python.CLOSE_FORBIDDEN, python.CLOSE_NOT_FOUND];
+    const final = [
+      python.CLOSE_UNAUTHENTICATED,
+      python.CLOSE_FORBIDDEN,
+      python.CLOSE_NOT_FOUND,
+      python.CLOSE_REPLACED, // a newer socket of the same worker took over: retrying takes it back
+    ];
     assert.deepEqual(stops.sort(), final.sort());
   });
 

@@ -1,6 +1,7 @@
 // static/js/track/tracker.js against a fake WebSocket and a fake clock: the auth frame first,
 // one batch in flight at a time, positions forgotten only when acknowledged, the backlog resent
-// oldest first after a reconnect, quiet while offline, and a stop for good on 4401.
+// oldest first after a reconnect, quiet while offline, a stop for good on 4401, and a stop until
+// started again on 4409.
 
 import assert from "node:assert/strict";
 import { describe, it, mock } from "node:test";
@@ -222,6 +223,67 @@ describe("Tracker", () => {
     assert.equal(WebSocketClass.instances.length, 1, "no reconnect after 4401");
     tracker.start();
     assert.equal(WebSocketClass.instances.length, 1, "nor when asked to start again");
+  });
+
+  it("stops without retrying when a newer socket of the same worker takes over (4409)", async () => {
+    const { tracker, socket, clock, WebSocketClass, last, queue, network } = await setup();
+    tracker.start();
+    socket().serverOpens();
+    await tracker.record(at(1));
+    await settle();
+    for (const n of [2, 3]) await tracker.record(at(n));
+    socket().receive({ type: "ack", seq: 100 });
+    await settle();
+    clock.advance(250);
+    await settle();
+    assert.deepEqual(socket().batches(), [[100], [101, 102]]);
+    socket().serverCloses(4409); // 101 and 102 in flight, not acknowledged
+    assert.equal(last().link, "replaced");
+    assert.equal(last().closeCode, 4409);
+    assert.equal(last().retryAt, undefined);
+    assert.deepEqual(clock.pending(), [], "no retry, ack or send timer left");
+    clock.advance(600_000); // ten times the backoff cap of any real page
+    tracker.networkUp(); // the browser's online and visibilitychange events change nothing
+    network.online = false;
+    tracker.networkDown();
+    network.online = true;
+    await settle();
+    assert.equal(WebSocketClass.instances.length, 1, "no reconnect after 4409");
+    assert.equal(last().link, "replaced");
+    assert.deepEqual((await queue.oldest()).map((entry) => entry.seq), [101, 102]);
+    assert.equal(last().queued, 2);
+    await tracker.record(at(4)); // queued, not sent
+    assert.equal(WebSocketClass.instances.length, 1);
+    assert.equal(queue.size, 3);
+    tracker.stop(); // the page stops tracking: the state still says why
+    assert.equal(last().link, "replaced");
+  });
+
+  it("takes the socket back on start() after 4409, and sends what stayed queued", async () => {
+    const { tracker, socket, clock, WebSocketClass, last, queue } = await setup();
+    tracker.start();
+    const first = socket();
+    first.serverOpens();
+    for (const n of [1, 2]) await tracker.record(at(n));
+    await settle();
+    first.serverCloses(4409);
+    assert.equal(last().link, "replaced");
+    clock.advance(60_000); // the user taps Start a minute later
+    tracker.start();
+    assert.equal(WebSocketClass.instances.length, 2);
+    assert.equal(last().link, "connecting");
+    assert.equal(last().closeCode, undefined);
+    const second = socket();
+    second.serverOpens();
+    await settle();
+    assert.equal(last().link, "live");
+    assert.deepEqual(second.sent[0], { type: "auth", token: TOKEN }, "the same token, kept");
+    assert.deepEqual(second.batches(), [[100, 101]]);
+    second.receive({ type: "ack", seq: 101 });
+    await settle();
+    assert.equal(queue.size, 0);
+    second.serverCloses(1006); // an ordinary close afterwards: retried as before
+    assert.equal(last().link, "reconnecting");
   });
 
   it("reconnects with growing backoff after 4503 and 4429, and at once after an ack reset it", async () => {

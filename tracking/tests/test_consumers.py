@@ -348,13 +348,13 @@ async def test_presence_on_connect_and_disconnect(world, open_worker, open_manag
         "name": "Arno",
         "online": True,
     }
-    # A second socket of the same device (a reconnect racing the old one) changes nothing.
+    # A second socket of the same device (a reconnect racing the old one) takes over: the old
+    # one is closed, and the managers see no change.
     again = await open_worker(world.tokens[world.a2.id])
+    assert await worker.closed_with() == protocol.CLOSE_REPLACED
     assert await manager.nothing(0.3)
+    await again.send(position(lat=7.0))
     await again.close()
-    assert await manager.nothing(0.3)
-    await worker.send(position(lat=7.0))
-    await worker.close()
     # Its last position arrives before it is shown offline.
     assert (await manager.receive())["positions"][0]["lat"] == 7.0
     assert await manager.receive() == {
@@ -408,16 +408,18 @@ async def test_a_flooding_device_is_refused_then_closed_4429_and_others_go_on(
         await flooder.send(position(lat=float(lat)))
     error = await flooder.receive()
     assert error["type"] == "error" and error["code"] == "rate_limited"
-    # A second socket of the same worker shares its budget: no way around the limit.
+    # A second socket of the same worker takes over (the first is closed) and goes on with its
+    # budget: no way around the limit.
     second = await open_worker(world.tokens[world.a1.id])
+    assert await flooder.closed_with() == protocol.CLOSE_REPLACED
     await second.send(position(lat=9.0, seq=1))
     assert await second.nothing(0.5)  # refused (a fresh budget would acknowledge it)
     closes_before = (
         REGISTRY.get_sample_value("teamtrack_rate_limited_closes_total", {"reason": "frames"}) or 0
     )
     for lat in range(10):  # frames already on their way when it is closed are ignored
-        await flooder.send(position(lat=float(lat)))
-    assert await flooder.closed_with() == protocol.CLOSE_RATE_LIMITED
+        await second.send(position(lat=float(lat)))
+    assert await second.closed_with() == protocol.CLOSE_RATE_LIMITED
     closes = REGISTRY.get_sample_value("teamtrack_rate_limited_closes_total", {"reason": "frames"})
     assert closes - closes_before == 1
     await calm.send(position(lat=50.0))
@@ -427,16 +429,31 @@ async def test_a_flooding_device_is_refused_then_closed_4429_and_others_go_on(
     assert {p["id"]: p["lat"] for p in frame["positions"]}[world.a2.id] == 50.0
 
 
-async def test_an_address_that_fails_logins_is_refused_4429_for_a_while(
+async def test_an_address_that_fails_logins_is_told_to_wait_4429_but_good_tokens_get_in(
     world, open_worker, settings
 ):
     settings.TEAMTRACK_FAILED_LOGINS_PER_MINUTE = 3
     for attempt in range(3):
         worker = await open_worker(f"tt_wrong-{attempt}")
         assert await worker.closed_with() == protocol.CLOSE_UNAUTHENTICATED
-    # Even a good token: the address is refused before any lookup until its minute is over.
+    worker = await open_worker("tt_wrong-3")
+    assert await worker.closed_with() == protocol.CLOSE_RATE_LIMITED
+    # A good token still gets in: carriers' NAT puts many phones behind one address.
+    worker = await open_worker(world.tokens[world.a1.id])
+    await worker.send(position(seq=1))
+    assert (await worker.receive_type("ack"))["seq"] == 1
+
+
+async def test_a_worker_that_logs_in_too_often_is_refused_4429(world, open_worker, settings):
+    settings.TEAMTRACK_WORKER_LOGINS_PER_MINUTE = 3
+    for _ in range(3):
+        worker = await open_worker(world.tokens[world.a1.id])
+        await worker.close()
     worker = await open_worker(world.tokens[world.a1.id])
     assert await worker.closed_with() == protocol.CLOSE_RATE_LIMITED
+    other = await open_worker(world.tokens[world.a2.id])  # another worker's logins are its own
+    await other.send(position(seq=1))
+    assert (await other.receive_type("ack"))["seq"] == 1
 
 
 async def test_logging_out_closes_the_users_manager_sockets(world, open_manager):

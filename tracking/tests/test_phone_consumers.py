@@ -13,7 +13,7 @@ from asgiref.sync import sync_to_async
 from django.db import OperationalError
 
 from teams import selectors, services
-from tracking import uploads
+from tracking import limits, uploads
 from tracking.logs import RepeatsOncePerMinute
 from tracking.relay import get_relay
 from tracking.tests.conftest import HttpClient
@@ -340,6 +340,7 @@ async def test_uploads_over_the_workers_rate_are_slowed_then_refused_429(world, 
 
     settings.TEAMTRACK_WORKER_FRAMES_PER_SECOND = 0.1  # a token every 10 s: too long to wait
     settings.TEAMTRACK_WORKER_FRAME_BURST = 1
+    limits.reset_limits()  # read from settings once
     bea = world.tokens[world.b1.id]
     statuses = [
         (await client.get(f"/osmand/?{osmand_query(bea, timestamp=1_764_149_000 + i)}")).status_code

@@ -188,6 +188,10 @@ function onTrackerStatus(next) {
     revoked();
     return;
   }
+  if (next.link === "replaced") {
+    replaced();
+    return;
+  }
   // Stopped with positions still queued: close once the last of them is acknowledged.
   if (!tracking && next.queued === 0 && next.link === "live" && tracker) tracker.stop();
   render();
@@ -201,6 +205,17 @@ async function revoked() {
   showNotice(
     "This phone is no longer enrolled: its link was replaced or withdrawn. Ask your manager for a new enrolment link.",
     "error",
+  );
+  render();
+}
+
+/** Another page or device with this token took the socket (4409): stop here, keep the rest. */
+async function replaced() {
+  // Stop watching and keep the enrolment and the queue; the tracker stays "replaced" until a tap
+  // on Start takes the socket back. Not resumed on reload either ("tracking" is stored false).
+  await stopTracking();
+  showNotice(
+    "Tracking continues on another page or device with this enrolment, so it stopped here. Positions not yet sent stay queued. Tap “Start tracking” to track here instead (the other one then stops).",
   );
   render();
 }
@@ -224,6 +239,7 @@ function pageState() {
   const waiting = queued === 1 ? "1 position queued" : `${queued} positions queued`;
   if (!enrolment) return status && status.link === "revoked" ? ["revoked", "No longer enrolled"] : ["unenrolled", "Not enrolled"];
   const link = status ? status.link : "idle";
+  if (link === "replaced") return ["replaced", "Tracking continues on another page or device"];
   if (link === "offline") return ["offline", `Offline — ${waiting}`];
   // The browser may think it is online when TeamTrack cannot be reached: offline all the same.
   if (link === "reconnecting") return ["reconnecting", `Offline — ${waiting}, retrying`];

@@ -2,14 +2,15 @@
 // The worker socket of the tracking page: authenticates with an auth frame, sends the queue as
 // batch frames oldest first, one frame at a time, and forgets positions only when an ack covers
 // them. Reconnects with backoff and jitter; goes quiet while the browser is offline; stops for
-// good when the server refuses the token (4401).
+// good when the server refuses the token (4401), and until start() when a newer socket of the same
+// worker took over (4409: reconnecting on its own would take the socket back, for ever).
 //
 // One frame in flight at a time ("stop and wait"): positions that arrive meanwhile wait in the
 // queue and leave together in the next batch, after the ack. So a backlog of any size goes out in
 // frames of up to 500 positions, no faster than one per ack and one per minFrameIntervalMs, well
 // under the server's limit of 5 frames a second.
 
-import { backoffDelay, CLOSE_UNAUTHENTICATED } from "../socket.js";
+import { backoffDelay, CLOSE_REPLACED, CLOSE_UNAUTHENTICATED } from "../socket.js";
 import { batchFrame, MAX_BATCH } from "./queue.js";
 
 /** @typedef {import("../types.js").DevicePosition} DevicePosition */
@@ -100,7 +101,7 @@ export class Tracker {
 
   // ------------------------------------------------------------ the page's controls
 
-  /** Connect (when the network is up) and keep connected until stop(). */
+  /** Connect (when the network is up) and keep connected until stop(); after 4409, take over. */
   start() {
     if (this.status.link === "revoked") return;
     this.wanted = true;
@@ -113,7 +114,9 @@ export class Tracker {
     this.clock.clearTimeout(this.retryTimer);
     this.retryTimer = null;
     this.drop(1000);
-    if (this.status.link !== "revoked") this.report({ link: "idle" });
+    // Revoked and replaced say more than idle: they stay until the page acts on them.
+    const link = this.status.link;
+    if (link !== "revoked" && link !== "replaced") this.report({ link: "idle" });
   }
 
   /**
@@ -210,6 +213,13 @@ export class Tracker {
     if (code === CLOSE_UNAUTHENTICATED) {
       this.wanted = false;
       this.report({ link: "revoked", closeCode: code });
+      return;
+    }
+    if (code === CLOSE_REPLACED) {
+      // Another page or device with this token is tracking now. Keep the token and the queue:
+      // start() takes the socket back, and sends what is still queued here.
+      this.wanted = false;
+      this.report({ link: "replaced", closeCode: code });
       return;
     }
     if (!this.wanted) return;
@@ -358,7 +368,7 @@ export class Tracker {
     /** @type {TrackerStatus} */
     const status = { ...this.status, ...change, queued: this.queue.size };
     if (link !== "reconnecting") delete status.retryAt;
-    if (link !== "reconnecting" && link !== "revoked" && link !== "offline") delete status.closeCode;
+    if (!["reconnecting", "revoked", "replaced", "offline"].includes(link)) delete status.closeCode;
     this.status = status;
     this.onStatus(status);
   }

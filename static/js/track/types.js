@@ -48,7 +48,9 @@
  *   offline       the browser says there is no network: positions queue until it returns
  *   reconnecting  waiting (until retryAt, ms since the epoch) to try again
  *   revoked       the server refused the token (4401): this phone is no longer enrolled
- * @typedef {"idle" | "connecting" | "live" | "offline" | "reconnecting" | "revoked"} LinkState
+ *   replaced      a newer socket of the same worker took over (4409): stopped until start()
+ * @typedef {"idle" | "connecting" | "live" | "offline" | "reconnecting" | "revoked" | "replaced"
+ * } LinkState
  */
 
 /**
@@ -60,7 +62,8 @@
  * @property {QueuedPosition | null} lastAcked  the newest position the server acknowledged
  * @property {number} refused  positions the server refused for good (dropped, never resent)
  * @property {number} [retryAt]  when link is "reconnecting"
- * @property {number} [closeCode]  the last close code, when link is "reconnecting" or "revoked"
+ * @property {number} [closeCode]  the last close code, when link is "reconnecting", "offline",
+ *   "revoked" or "replaced"
  */
 
 /**
