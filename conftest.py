@@ -18,6 +18,13 @@ def fast_password_hashing(settings):
 
 
 @pytest.fixture(autouse=True)
+def offline_at_once(settings):
+    # Most tests watch a worker go offline the moment its socket closes; the tests of the grace
+    # that debounces a flapping device (OFFLINE_GRACE_SECONDS) set it themselves.
+    settings.TEAMTRACK_OFFLINE_GRACE = 0.0
+
+
+@pytest.fixture(autouse=True)
 def fresh_relay_and_layer():
     """Give each test its own relay and in-memory layer (they bind to one event loop), and
     forget the abuse limits (every test client comes from the same address)."""

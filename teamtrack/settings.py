@@ -200,6 +200,9 @@ TEAMTRACK_MAX_CLOCK_SKEW = env.float("MAX_CLOCK_SKEW_SECONDS", default=30.0)
 # A phone app uploading over HTTP (OsmAnd, OwnTracks) counts as connected until it has sent
 # nothing for this long; Traccar's own server waits as long before it calls a device offline.
 TEAMTRACK_HTTP_DEVICE_TIMEOUT = env.float("HTTP_DEVICE_TIMEOUT_SECONDS", default=600.0)
+# A worker is shown offline this long after its last connection closed, unless it reconnected:
+# a device that flaps (between networks, or in a reconnect loop) sends its maps no presence.
+TEAMTRACK_OFFLINE_GRACE = env.float("OFFLINE_GRACE_SECONDS", default=3.0)
 # A worker whose last position is older than this shows as stale on the map.
 TEAMTRACK_STALE_AFTER = env.int("STALE_AFTER_SECONDS", default=30)
 # Days a one-time enrolment link (the phone setup page's browser link) stays usable.

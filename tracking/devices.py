@@ -23,6 +23,7 @@ from typing import Protocol
 from channels.layers import get_channel_layer
 
 from tracking import feed, metrics
+from tracking.clock import Clock, WallClock
 from tracking.outage import Outage
 from tracking.positions import Position, TeamPositions, is_newer
 from tracking.state import RelayState
@@ -94,9 +95,19 @@ class DeviceSide:
     """Takes the positions of this replica's device sockets and hands them on once a tick."""
 
     def __init__(
-        self, *, state: RelayState, state_outage: Outage, layer_outage: Outage, steps: list[Step]
+        self,
+        *,
+        state: RelayState,
+        state_outage: Outage,
+        layer_outage: Outage,
+        steps: list[Step],
+        clock: Clock | None = None,
+        offline_grace: float = 0.0,
     ):
         self.state = state
+        self.clock = clock or WallClock()
+        self.offline_grace = offline_grace
+        self.spawn = asyncio.ensure_future  # the relay's way to run a task in the background
         self.state_outage = state_outage
         self.layer_outage = layer_outage
         self.steps = steps
@@ -134,16 +145,27 @@ class DeviceSide:
         if last:
             del self.workers[worker_id]
         await self.hand_off([team_id])
-        if not last or self.draining or worker_id in self.workers:
+        if last:
+            went_offline = self._went_offline(team_id, worker_id, worker.name)
+            if self.offline_grace:
+                self.spawn(went_offline)
+            else:
+                await went_offline
+
+    async def _went_offline(self, team_id: int, worker_id: int, name: str) -> None:
+        """Give back the worker's lease, OFFLINE_GRACE after its last socket here closed, unless
+        it reconnected meanwhile: a device that flaps (a phone between networks, a client in a
+        reconnect loop) shows no offline and online blinks, and its managers get no frame."""
+        if self.offline_grace:
+            await self.clock.sleep_until(self.clock.time() + self.offline_grace)
+        if self.draining or worker_id in self.workers:
             # Draining: the device reconnects to another replica at once, so its lease is kept
             # until it expires and its managers see no offline blink in between. In self.workers
             # again: it reconnected here meanwhile, under the same lease.
             return
         version = await self.state_outage.guard(self.state.connection_closed(team_id, worker_id))
         if version:
-            await self.send_presence(
-                team_id, worker_id, online=False, version=version, name=worker.name
-            )
+            await self.send_presence(team_id, worker_id, online=False, version=version, name=name)
 
     async def send_presence(
         self, team_id: int, worker_id: int, *, online: bool, version: int, name: str | None = None

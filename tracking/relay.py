@@ -55,6 +55,7 @@ class Relay:
         lease_renewal: float | None = None,
         slow_manager_timeout: float = 30.0,
         http_device_timeout: float = 600.0,
+        offline_grace: float = 0.0,
         clock: Clock | None = None,
     ):
         self.state = state
@@ -63,7 +64,14 @@ class Relay:
         self.clock = clock or WallClock()
         self.layer_outage, self.state_outage = Outage("channel layer"), Outage("state")
         outages = {"layer_outage": self.layer_outage, "state_outage": self.state_outage}
-        self.devices = DeviceSide(state=state, steps=[self.publish, self.store_latest], **outages)
+        self.devices = DeviceSide(
+            state=state,
+            steps=[self.publish, self.store_latest],
+            clock=self.clock,
+            offline_grace=offline_grace,
+            **outages,
+        )
+        self.devices.spawn = self._spawn
         self.managers = ManagerSide(
             state=state, slow_manager_timeout=slow_manager_timeout, **outages
         )
@@ -317,6 +325,7 @@ def build_relay(relay_class: type[Relay] = Relay) -> Relay:
         "flush_window": settings.TEAMTRACK_FLUSH_WINDOW,
         "slow_manager_timeout": settings.TEAMTRACK_SLOW_MANAGER_SECONDS,
         "http_device_timeout": settings.TEAMTRACK_HTTP_DEVICE_TIMEOUT,
+        "offline_grace": settings.TEAMTRACK_OFFLINE_GRACE,
     }
     if settings.TEAMTRACK_RELAY_STATE == "redis":
         lease_ttl = settings.TEAMTRACK_PRESENCE_TTL

@@ -395,6 +395,24 @@ async def test_a_frame_with_seq_is_acknowledged_once_relayed(world, open_worker,
     assert await worker.nothing(0.5)
 
 
+async def test_a_flapping_device_sends_its_maps_no_presence_until_it_stays_away(
+    world, open_worker, open_manager, settings
+):
+    settings.TEAMTRACK_OFFLINE_GRACE = 0.5
+    manager = await open_manager("alpha", world.cookies["ann"])
+    await manager.receive_type("snapshot")
+    worker = await open_worker(world.tokens[world.a1.id])
+    assert (await manager.receive())["online"] is True
+    for _ in range(10):  # a phone between networks, or a client in a reconnect loop
+        await worker.close()
+        worker = await open_worker(world.tokens[world.a1.id])
+    assert await manager.nothing(1.0), "a flapping device blinked on the map"
+    await worker.close()
+    assert await manager.nothing(0.3)  # within the grace
+    offline = await manager.receive(timeout=2)
+    assert (offline["type"], offline["id"], offline["online"]) == ("presence", world.a1.id, False)
+
+
 async def test_a_flooding_device_is_refused_then_closed_4429_and_others_go_on(
     world, open_worker, open_manager, settings
 ):
