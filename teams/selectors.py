@@ -1,5 +1,10 @@
 """Reads of teams and workers, for views, consumers and commands."""
 
+from importlib import import_module
+from types import SimpleNamespace
+
+from django.conf import settings
+from django.contrib.auth import get_user
 from django.db.models import QuerySet
 
 from teams.models import Team, Worker
@@ -21,6 +26,19 @@ def team_get_by_slug(*, slug: str) -> Team | None:
 
 def team_can_watch(*, user, team: Team) -> bool:
     return team_list_for_user(user=user).filter(pk=team.pk).exists()
+
+
+def watcher_still_allowed(*, session_key: str | None, user_id: int, team: Team) -> str | None:
+    """Check again a manager who opened a map: None if their session still logs them in (not
+    logged out, expired, or from before a password change) and they may still watch the team;
+    else "logged_out" or "forbidden"."""
+    session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    user = get_user(SimpleNamespace(session=session))  # Django's own checks, hash included
+    if not user.is_authenticated or user.pk != user_id:
+        return "logged_out"
+    if not team_can_watch(user=user, team=team):
+        return "forbidden"
+    return None
 
 
 def team_roster(*, team: Team) -> list[tuple[int, str]]:

@@ -179,6 +179,9 @@ TEAMTRACK_FAILED_LOGINS_PER_MINUTE = env.int("FAILED_LOGINS_PER_MINUTE", default
 # Socket logins of one worker in a minute, across the replicas, before it is refused (4429): a
 # device reconnecting after a network change or a replica's restart needs a handful.
 TEAMTRACK_WORKER_LOGINS_PER_MINUTE = env.int("WORKER_LOGINS_PER_MINUTE", default=20)
+# An open map checks its session again this often (seconds): one that ended in a way no signal
+# reports (expired, deleted from the database) closes its maps within this long (4401).
+TEAMTRACK_SESSION_RECHECK_SECONDS = env.float("SESSION_RECHECK_SECONDS", default=120.0)
 # A manager socket that reads nothing for this long while frames pile up is closed with 4408.
 TEAMTRACK_SLOW_MANAGER_SECONDS = env.float("SLOW_MANAGER_SECONDS", default=30.0)
 # The proxies (nginx) whose X-Forwarded-For and X-Forwarded-Proto a replica believes

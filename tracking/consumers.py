@@ -6,11 +6,14 @@ WorkerConsumer serves a worker's device on /ws/worker/; TeamConsumer serves a ma
 
 import asyncio
 import logging
+import random
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.db import DatabaseError
 from redis.exceptions import RedisError
 
 from teams import selectors
@@ -217,6 +220,7 @@ class WorkerConsumer(RelaySocketConsumer):
 class TeamConsumer(RelaySocketConsumer):
     kind = "manager"
     team = None
+    rechecking: asyncio.Task | None = None
 
     async def connect(self):
         await self.accept()
@@ -240,6 +244,27 @@ class TeamConsumer(RelaySocketConsumer):
             await get_relay().watch_team(self, team_id=team.id, team_slug=team.slug, roster=roster)
         except RelayUnavailable:
             await self.close(code=protocol.CLOSE_TRY_AGAIN)
+            return
+        self.rechecking = asyncio.ensure_future(self.recheck_session_forever())
+
+    async def recheck_session_forever(self):
+        """Check the session again every SESSION_RECHECK_SECONDS (spread a little, so that maps
+        opened together are not checked together): a map lives for hours, and a session can end
+        in ways no signal reports (it expired, or was deleted from the database)."""
+        session_key = self.scope["session"].session_key
+        period = settings.TEAMTRACK_SESSION_RECHECK_SECONDS
+        while True:
+            await asyncio.sleep(period * random.uniform(0.9, 1.1))
+            try:
+                refusal = await database_sync_to_async(selectors.watcher_still_allowed)(
+                    session_key=session_key, user_id=self.user_id, team=self.team
+                )
+            except DatabaseError:
+                continue  # the database is down: the map stays, checked again next time
+            if refusal is not None:
+                codes = {"logged_out": protocol.CLOSE_UNAUTHENTICATED}
+                await self.close(code=codes.get(refusal, protocol.CLOSE_FORBIDDEN))
+                return
 
     async def receive(self, text_data=None, bytes_data=None):
         await self.send_error(
@@ -247,6 +272,8 @@ class TeamConsumer(RelaySocketConsumer):
         )
 
     async def disconnect(self, code):
+        if self.rechecking is not None:
+            self.rechecking.cancel()
         if self.team is not None:
             await get_relay().unwatch_team(self, team_id=self.team.id)
 
