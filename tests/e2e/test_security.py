@@ -506,7 +506,7 @@ def test_a_client_cannot_pick_its_address_with_x_forwarded_for(tmp_path):
     try:
         add_team(cluster, "spoof")
         url = f"{ws(cluster.url)}/ws/worker/"
-        limit = 30  # FAILED_LOGINS_PER_MINUTE's default, per replica
+        limit = 30  # FAILED_LOGINS_PER_MINUTE's default, across the replicas
 
         async def attempt(address: str) -> int | None:
             headers = {**bearer("tt_" + secrets.token_urlsafe(8)), "X-Forwarded-For": address}
@@ -514,7 +514,7 @@ def test_a_client_cannot_pick_its_address_with_x_forwarded_for(tmp_path):
                 return await closed_with(socket)
 
         async def scenario():
-            for index in range(2 * limit + 10):  # enough to lock this client out of both replicas
+            for index in range(limit):  # spread over both replicas by nginx
                 await attempt(f"198.51.100.{index}")
             return [await attempt("203.0.113.9") for _ in range(4)]
 
@@ -547,6 +547,83 @@ def test_a_client_reaching_a_replica_directly_cannot_pose_as_the_proxy_or_its_ne
         assert get("127.0.0.2", {"X-Forwarded-For": "127.0.0.1, 127.0.0.1"}) == 404
         # Through the trusted proxy, the forwarded client counts, not the proxy's address.
         assert get("127.0.0.1", {"X-Forwarded-For": "203.0.113.9"}) == 404
+    finally:
+        cluster.stop()
+
+
+def test_limits_hold_across_replicas(tmp_path):
+    """Two replicas on Redis allow what one would: failed logins, a worker's logins, its frames
+    and its uploads are counted once, whichever replica each lands on."""
+    env = {
+        "REDIS_PREFIX": f"e2e-{uuid.uuid4().hex[:8]}",
+        "FAILED_LOGINS_PER_MINUTE": "4",
+        "WORKER_LOGINS_PER_MINUTE": "6",
+        "WORKER_FRAMES_PER_SECOND": "0.2",
+        "WORKER_FRAME_BURST": "3",
+    }
+    cluster = LocalCluster(replicas=2, workdir=tmp_path, env=env)
+    cluster.start()
+    try:
+        tokens = add_team(cluster, "shared", "socket", "phone")
+        replicas = [f"{ws(cluster.replica_url(i))}/ws/worker/" for i in range(2)]
+
+        async def login(index: int, token: str):
+            return await websockets.connect(replicas[index % 2], additional_headers=bearer(token))
+
+        async def failed_logins() -> list[int | None]:
+            codes = []
+            for index in range(6):
+                async with await login(index, "tt_" + secrets.token_urlsafe(8)) as socket:
+                    codes.append(await closed_with(socket))
+            return codes
+
+        async def acked(socket, first_seq: int, count: int) -> int:
+            for seq in range(first_seq, first_seq + count):
+                await socket.send(
+                    json.dumps({"lat": 1.0, "lng": 2.0, "ts": time.time(), "seq": seq})
+                )
+            acks = 0
+            try:
+                while True:
+                    frame = json.loads(await asyncio.wait_for(socket.recv(), 1.5))
+                    acks += frame["type"] == "ack"
+            except (TimeoutError, websockets.ConnectionClosed):
+                return acks
+
+        async def logins_and_frames():
+            first = await login(0, tokens["socket"])
+            burst = await acked(first, 1, 3)
+            second = await login(1, tokens["socket"])  # the other replica: it takes over
+            replaced = await closed_with(first)
+            after_moving = await acked(second, 10, 3)
+            codes, previous = [], second
+            for index in range(4):  # logins 3 to 6 of the minute, on both replicas
+                socket = await login(index, tokens["socket"])
+                codes.append(await closed_with(previous, timeout=3))
+                previous = socket
+            refused = await login(0, tokens["socket"])  # the 7th
+            codes.append(await closed_with(refused, timeout=3))
+            await previous.close()
+            return burst, replaced, after_moving, codes
+
+        assert (
+            asyncio.run(failed_logins())
+            == [protocol.CLOSE_UNAUTHENTICATED] * 4 + [protocol.CLOSE_RATE_LIMITED] * 2
+        )
+        burst, replaced, after_moving, codes = asyncio.run(logins_and_frames())
+        assert (burst, replaced) == (3, protocol.CLOSE_REPLACED)
+        assert after_moving == 0, "a login on another replica bought a fresh burst"
+        # Each login replaces the one before, wherever it is; the 7th of the minute is refused.
+        assert codes == [protocol.CLOSE_REPLACED] * 4 + [protocol.CLOSE_RATE_LIMITED], codes
+
+        statuses = []
+        for index in range(5):  # OsmAnd uploads, alternating between the replicas
+            query = f"id={tokens['phone']}&lat=1&lon=2&timestamp={1_764_149_000 + index}"
+            connection = http.client.HTTPConnection("127.0.0.1", cluster.replica_ports[index % 2])
+            connection.request("GET", f"/osmand/?{query}")
+            statuses.append(connection.getresponse().status)
+            connection.close()
+        assert statuses == [200] * 3 + [429] * 2
     finally:
         cluster.stop()
 
