@@ -28,6 +28,8 @@ from redis.exceptions import RedisError
 from tracking.redis_clients import PerLoopRedis
 
 WINDOW = 60.0  # seconds over which logins and failed logins are counted
+# Frames a login brings to a replica other than the worker's previous one (see worker_login).
+MOVED_LOGIN_FRAMES = 1
 MAX_KEYS = 10_000  # addresses or workers a local count remembers; the longest quiet go first
 
 
@@ -54,9 +56,9 @@ class FrameRateLimit:
         self.refused_in_a_row += 1
         return False
 
-    def empty(self) -> None:
-        """Spend every token: the budget continues from another replica's."""
-        self.tokens, self.updated = 0.0, self.clock()
+    def keep_at_most(self, tokens: float) -> None:
+        """Spend all but `tokens`: the budget goes on from one spent on another replica."""
+        self.tokens, self.updated = min(self._tokens_now(), tokens), self.clock()
 
     def seconds_until_token(self) -> float:
         """How long until `take` would succeed (0 if it would now)."""
@@ -236,7 +238,10 @@ class RedisLimits(LocalLimits):
             return None
         frames = self.frame_limit(worker_id)
         if previous is not None and previous.decode() != self.replica:
-            frames.empty()  # the worker's budget was being spent on another replica
+            # The worker's budget was being spent on another replica: no fresh burst here, but
+            # one frame, so that a device moved by a replica's restart resends its queue at once
+            # (a login limit of 20 a minute bounds what that frame lends to one who hops).
+            frames.keep_at_most(MOVED_LOGIN_FRAMES)
         return Login(seq=login_seq, frames=frames)
 
     async def take_upload(self, worker_id: int) -> float:

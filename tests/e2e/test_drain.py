@@ -90,7 +90,9 @@ def test_a_rolling_restart_leaves_no_manager_without_positions_for_long(cluster)
         for manager in managers:
             await manager.started()
         devices = [
-            Device(ws(cluster.url), w["token"], lat=20 + n, interval=0.2)
+            # 4 frames a second each, under WORKER_FRAMES_PER_SECOND (5): a device that moves
+            # replica brings one frame's budget there, not a fresh burst (tracking.limits).
+            Device(ws(cluster.url), w["token"], lat=20 + n, interval=0.25)
             for n, w in enumerate(team["workers"])
         ]
         for device in devices:

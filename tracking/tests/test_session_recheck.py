@@ -41,9 +41,9 @@ async def test_a_session_deleted_from_the_database_closes_its_maps(world, open_m
 async def test_an_expired_session_closes_its_maps(world, open_manager):
     manager = await open_map(world, open_manager)
     expired = timezone.now() - timedelta(seconds=1)
-    await sync_to_async(
-        Session.objects.filter(session_key=world.cookies["ann"]).update
-    )(expire_date=expired)
+    await sync_to_async(Session.objects.filter(session_key=world.cookies["ann"]).update)(
+        expire_date=expired
+    )
     assert await manager.closed_with(timeout=3) == protocol.CLOSE_UNAUTHENTICATED
 
 
