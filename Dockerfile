@@ -5,11 +5,12 @@ ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /app
 
 COPY requirements.txt .
-RUN pip install --no-cache-dir -r requirements.txt
+RUN pip install --no-cache-dir --require-hashes -r requirements.txt
 
 COPY . .
-# Static files are collected into the image and served by WhiteNoise from every replica.
-RUN DEBUG=false SECRET_KEY=only-for-collectstatic-not-a-real-secret-key \
+# Static files are collected into the image and served by WhiteNoise from every replica. With
+# DEBUG off (the manifest storage) the settings want a real key: a throwaway one, kept nowhere.
+RUN DEBUG=false SECRET_KEY="$(python -c 'import secrets; print(secrets.token_urlsafe(50))')" \
     python manage.py collectstatic --noinput --verbosity 0
 
 USER nobody

@@ -7,23 +7,39 @@ BIN := $(VENV)/bin
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --require-hashes -r requirements.txt
 	touch $@
 
 install: $(BIN)/.installed
+
+# Re-resolve requirements.in to the newest versions it allows and rewrite requirements.txt, the
+# lock every install uses: every package pinned, with the sha256 of each of its files on PyPI.
+# pip-tools runs from a throwaway venv, so it is no dependency of the project. pip's own
+# configuration is set aside (a machine may add local indexes or wheel folders there), so the
+# lock holds PyPI's files and hashes only. See docs/operations.md, Dependencies.
+LOCK_VENV := /tmp/teamtrack-pip-tools
+LOCK_ENV := env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL PIP_CONFIG_FILE=/dev/null
+.PHONY: lock
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_ENV) $(LOCK_VENV)/bin/pip install --quiet pip==26.3 pip-tools==7.6.2
+	$(LOCK_ENV) $(LOCK_VENV)/bin/pip-compile --quiet --upgrade --generate-hashes --allow-unsafe \
+	    --strip-extras --no-emit-index-url --no-emit-find-links \
+	    --output-file requirements.txt requirements.in
+	rm -rf $(LOCK_VENV)
 
 # Debian packages (nginx, Redis, Chromium, docker-compose, Node.js) and a running Redis, for the tests.
 system:
 	bash deploy/system.sh
 
 demo: install
-	$(BIN)/python manage.py demo
+	DEBUG=true $(BIN)/python manage.py demo
 
 lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/python manage.py makemigrations --check --dry-run
+	DEBUG=true $(BIN)/python manage.py makemigrations --check --dry-run
 
 # The front end's modules (static/js/) under Node's built-in test runner; no npm packages. The
 # shell lists the files: Node 18 and 20 take a directory, but Node 22 and later take only globs.

@@ -3,12 +3,14 @@
     python -m deploy.cluster --replicas 2 --layer redis --port 8080 [--demo 25]
 
 It prints the URL and stops everything on Ctrl-C. The end-to-end tests and the benchmark use
-LocalCluster from Python to start, kill and restart replicas.
+LocalCluster from Python to start, kill and restart replicas. The replicas run production
+settings (DEBUG off, collected static files), over plain HTTP on 127.0.0.1.
 """
 
 import argparse
 import http.cookiejar
 import os
+import secrets
 import shutil
 import signal
 import string
@@ -21,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 from deploy.processes import free_port, raise_open_file_limit, terminate, wait_for
+from deploy.static import collect_static, static_root
 from deploy.tansu import KafkaBroker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,9 +48,22 @@ def manage(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
+class LoopbackCookiePolicy(http.cookiejar.DefaultCookiePolicy):
+    """Send Secure cookies to http://127.0.0.1 and http://localhost, as browsers do (loopback
+    counts as a secure context): the local cluster runs production settings, whose cookies are
+    Secure, over plain HTTP."""
+
+    LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+    def return_ok_secure(self, cookie, request) -> bool:
+        if urllib.parse.urlsplit(request.get_full_url()).hostname in self.LOOPBACK:
+            return True
+        return super().return_ok_secure(cookie, request)
+
+
 def login(base: str, username: str, password: str, timeout: float = 5) -> dict[str, str]:
     """Log in through the login form; return the headers a manager socket needs."""
-    jar = http.cookiejar.CookieJar()
+    jar = http.cookiejar.CookieJar(LoopbackCookiePolicy())
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     opener.open(f"{base}/accounts/login/", timeout=timeout)
     csrf = next(cookie.value for cookie in jar if cookie.name == "csrftoken")
@@ -88,6 +104,14 @@ class LocalCluster:
             "CHANNEL_LAYER": layer,
             "DATABASE_URL": database_url or f"sqlite:///{self.workdir / 'db.sqlite3'}",
             "PYTHONUNBUFFERED": "1",
+            # Production settings, whatever the calling shell says: DEBUG off, a key of the
+            # cluster's own (its replicas share it), and static files collected for them.
+            "DEBUG": "false",
+            "SECRET_KEY": secrets.token_urlsafe(50),
+            "STATIC_ROOT": str(static_root()),
+            # But plain HTTP on loopback, with no HTTPS to redirect to (Secure cookies still
+            # work: browsers send them to http://127.0.0.1, and so does login() above).
+            "SECURE_SSL_REDIRECT": "false",
             **(env or {}),
         }
         self.application = application
@@ -113,6 +137,7 @@ class LocalCluster:
         )
 
     def start_replica(self, index: int) -> None:
+        collect_static(Path(self.env["STATIC_ROOT"]))  # at once if collected already
         port = self.replica_ports[index]
         process = self._spawn(
             f"replica-{index}",

@@ -123,11 +123,14 @@ class Generators:
                     process.kill()
 
 
-def watch_entries(url: str, sessions: dict, teams: list[dict], sockets_per_team: int = 1) -> list:
-    """Manager sockets for these teams: log in (once per manager) and build their headers."""
+def watch_entries(
+    url: str, sessions: dict, teams: list[dict], sockets_per_team: int = 1, *, login_at: str = ""
+) -> list:
+    """Manager sockets for these teams: log in (once per manager, at `login_at` if given) and
+    build their headers."""
     missing = [t["managers"][0] for t in teams if t["managers"][0] not in sessions]
     with ThreadPoolExecutor(4) as pool:
-        logins = pool.map(lambda u: login(url, u, PASSWORD, timeout=60), missing)
+        logins = pool.map(lambda u: login(login_at or url, u, PASSWORD, timeout=60), missing)
         sessions.update(zip(missing, logins, strict=True))
     # A session outlives the cluster it was made on (the modes share one database), but a map's
     # Origin must be the site it connects to.

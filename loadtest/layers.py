@@ -27,6 +27,9 @@ from pathlib import Path
 import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "teamtrack.settings")
+# Only the layers' settings are read, in this process: nothing is served, signed or logged by
+# Django, so the development settings (which need no SECRET_KEY) do.
+os.environ.setdefault("DEBUG", "true")
 django.setup()
 
 from channels_redis.core import RedisChannelLayer  # noqa: E402

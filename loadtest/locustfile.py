@@ -34,6 +34,7 @@ import websocket
 from locust import HttpUser, User, constant, events, task
 from locust.runners import LocalRunner
 
+from deploy.cluster import LoopbackCookiePolicy
 from tracking.simulator import StreetWalker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,6 +239,9 @@ class ManagerUser(SocketMixin, HttpUser):
 
     def on_start(self):
         self.slug, self.username = next(self.logins)
+        # With DEBUG off the cookies are Secure; a browser sends them to a local server over plain
+        # HTTP too (`make cluster`), and so must this.
+        self.client.cookies.set_policy(LoopbackCookiePolicy())
         self.client.get("/accounts/login/")
         form = {
             "username": self.username,

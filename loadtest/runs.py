@@ -4,6 +4,7 @@ broker, the provisioned teams, the relay's settings, and the facts every results
 
 import json
 import os
+import secrets
 import sys
 import tempfile
 from pathlib import Path
@@ -34,11 +35,15 @@ def begin_run(tool: str, argv, workdir: Path | None) -> tuple[str, str, Path, di
 
 
 def environment(workdir: Path) -> dict:
-    """The environment of manage.py and the cluster: a SQLite database in the work folder."""
+    """The environment of manage.py and the cluster: a SQLite database in the work folder, and
+    production settings with one key for the whole run (sessions made on one mode's cluster are
+    used on the next's)."""
     workdir.mkdir(parents=True, exist_ok=True)
     return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "teamtrack.settings",
+        "DEBUG": "false",
+        "SECRET_KEY": secrets.token_urlsafe(50),
         "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
         "BENCH_DIR": str(workdir),
         "LOG_LEVEL": "WARNING",

@@ -1,15 +1,25 @@
 """Settings for TeamTrack, read once from the environment (see .env.example).
 
-The embedded defaults run everything in one process for development:
-SQLite, the in-memory channel layer and local hosts only.
+The embedded defaults run everything in one process: SQLite, the in-memory channel layer and
+local hosts only. DEBUG is off unless set (and then SECRET_KEY must be); development sets
+DEBUG=true.
 """
 
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp.constants import NONE, SELF
+from django.core.checks.security.base import (
+    SECRET_KEY_INSECURE_PREFIX,
+    SECRET_KEY_MIN_LENGTH,
+    SECRET_KEY_MIN_UNIQUE_CHARACTERS,
+)
 from django.core.exceptions import ImproperlyConfigured
 from xstatic.pkg import leaflet as xstatic_leaflet
+
+from teamtrack.csp import tile_sources
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -18,17 +28,50 @@ environ.Env.read_env(BASE_DIR / ".env")
 
 DEVELOPMENT_SECRET_KEY = "teamtrack-development-only-not-a-secret"
 
-DEBUG = env.bool("DEBUG", default=True)
-SECRET_KEY = env.str("SECRET_KEY", default=DEVELOPMENT_SECRET_KEY)
-if not DEBUG and (SECRET_KEY == DEVELOPMENT_SECRET_KEY or len(SECRET_KEY) < 32):
+# Off unless set: a forgotten variable must never show Django's debug pages (every setting and
+# URL) to the world. `make demo`, README.md's development commands and the tests set DEBUG=true.
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = env.str("SECRET_KEY", default=DEVELOPMENT_SECRET_KEY if DEBUG else "")
+# Sessions, CSRF tokens and password-reset links are signed with it. With DEBUG off, refuse to
+# start on anything `check --deploy` would call weak (security.W009: fewer than 50 characters or
+# than 5 different ones, or Django's "django-insecure-" prefix), and on the development key.
+if not DEBUG and (
+    SECRET_KEY == DEVELOPMENT_SECRET_KEY
+    or len(SECRET_KEY) < SECRET_KEY_MIN_LENGTH
+    or len(set(SECRET_KEY)) < SECRET_KEY_MIN_UNIQUE_CHARACTERS
+    or SECRET_KEY.startswith(SECRET_KEY_INSECURE_PREFIX)
+):
     raise ImproperlyConfigured(
-        "Set SECRET_KEY to a random string of at least 32 characters when DEBUG is off."
+        f"SECRET_KEY is {'too weak' if SECRET_KEY else 'not set'}, and DEBUG is off. Set it to a "
+        f"random string of {SECRET_KEY_MIN_LENGTH} characters or more, made with: "
+        """python -c "import secrets; print(secrets.token_urlsafe(50))" """
+        "(or set DEBUG=true, for development only)."
     )
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # Behind nginx (or any TLS-terminating proxy), trust its word on whether the request was HTTPS.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# With DEBUG off, browsers use HTTPS only (TLS: deploy/nginx-compose.conf, docs/operations.md).
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+# nginx already sends browsers from port 80 to HTTPS; this redirects whatever reaches a replica
+# over plain HTTP some other way. The probes are exempt: the compose healthcheck, load balancers
+# and Prometheus call each replica directly, over plain HTTP on the internal network. (The phone
+# apps' /osmand/ and /owntracks/ are consumers, before Django: never redirected here.)
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# HSTS, on HTTPS responses: browsers then refuse plain HTTP to this host (and, by default, its
+# subdomains) for this long. A year, as `check --deploy` asks; when first moving a site to HTTPS,
+# start with minutes (SECURE_HSTS_SECONDS=300), as a browser cannot be told to forget it sooner.
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+# Asking browsers to preload the whole registrable domain is its owner's decision (and hard to
+# undo), not an application default: opt in with SECURE_HSTS_PRELOAD=true. So `check --deploy`'s
+# reminder of it (security.W021) is silenced; every other deployment check passes.
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
 
 INSTALLED_APPS = [
     # daphne first, so that `runserver` serves the ASGI application (HTTP and WebSockets).
@@ -40,6 +83,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    # django-csp: its checks of the policy's settings.
+    "csp",
+    # Counts failed logins (in the database) and locks guessers out: see AXES_* below.
+    "axes",
     "teams",
     "tracking",
 ]
@@ -48,12 +95,16 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Serves collected static files (Leaflet, our modules) from every replica, with caching.
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # The Content-Security-Policy header of every page (CONTENT_SECURITY_POLICY below).
+    "teamtrack.csp.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: it turns a login that axes refused into the lockout page (429).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "teamtrack.urls"
@@ -91,13 +142,36 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "team-list"
 LOGOUT_REDIRECT_URL = "login"
 
+# Password guessing on both login pages (django-axes; teams/login_throttle.py). Failures are
+# counted in the database, which every replica shares. LOGIN_FAILURE_LIMIT of them lock a user
+# name (tried from any addresses) and, apart from that, an address (trying any names), until
+# LOGIN_COOLOFF_MINUTES after the last one; tries while locked count too. So a guesser gets 10
+# passwords a name per 15 minutes however many addresses it has, and a manager who mistypes a
+# few times is never stopped. `manage.py axes_reset_username NAME` lets a locked manager in.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked login before any hashing
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "teams.login_throttle.LoginFailures"
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each locks on its own (not the pair)
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("LOGIN_COOLOFF_MINUTES", default=15))
+AXES_RESET_ON_SUCCESS = True  # a manager's own mistypes are forgotten once they get in
+# REMOTE_ADDR only, never X-Forwarded-For: see teams/login_throttle.py.
+AXES_CLIENT_IP_CALLABLE = "teams.login_throttle.client_address"
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# Failures are what we need; a row for every successful login would grow for ever.
+AXES_DISABLE_ACCESS_LOG = True
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Where collectstatic puts the files (the image: /app/staticfiles); deploy/static.py collects
+# the local cluster's into a folder of its own.
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 # Until collectstatic fills STATIC_ROOT (production images do), WhiteNoise serves files through
 # the finders in development and would warn about the missing folder on every start.
 warnings.filterwarnings("ignore", message="No directory at", category=UserWarning)
@@ -217,6 +291,25 @@ TEAMTRACK_MAP_TILE_ATTRIBUTION = env.str(
     "MAP_TILE_ATTRIBUTION", default="&copy; OpenStreetMap contributors"
 )
 
+# Content-Security-Policy (django-csp), with DEBUG on too, so that development meets what it
+# blocks: our own origin, and map tiles from MAP_TILE_URL's host. Nothing inline: pages take their
+# configuration as json_script data (not run as scripts) and their styles from static/css.
+# teamtrack/csp.py adds the page's own socket origin to connect-src.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        # data: for Leaflet, which blanks the tiles it drops with an empty data: GIF.
+        "img-src": [SELF, "data:", *tile_sources(TEAMTRACK_MAP_TILE_URL)],
+        "connect-src": [SELF],
+        "worker-src": [SELF],  # the tracking page's service worker, /track/sw.js
+        "manifest-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -241,5 +334,8 @@ LOGGING = {
         "django.request": {"filters": ["query_strings_out", "repeats"]},
         "django.security": {"filters": ["query_strings_out"]},
         "django.channels.server": {"filters": ["query_strings_out"]},
+        # django-axes says three INFO lines for every login (and one at every start); failures
+        # and lockouts are WARNINGs, with the user name and address masked.
+        "axes": {"level": "WARNING"},
     },
 }

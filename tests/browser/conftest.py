@@ -108,6 +108,16 @@ PROBE = """
 """
 
 
+# Installed before the page's own scripts: each Content-Security-Policy violation is written to the
+# console (where Chromium also reports it), so that Browsing collects it with its directive.
+CSP_PROBE = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  console.error(`Content Security Policy violation: ${event.effectiveDirective} refused ` +
+    `${event.blockedURI || "inline"} (${event.sourceFile || "the page"}:${event.lineNumber})`);
+});
+"""
+
+
 class TeamTrack(Server):
     """A daphne of our own with a migrated database, and the commands that fill it."""
 
@@ -230,6 +240,18 @@ class Browsing:
         self.contexts = []
         self.errors: list[str] = []  # uncaught exceptions in any page
         self.dialogs: list[str] = []  # alert(), confirm() and prompt() messages
+        self.csp_violations: list[str] = []  # what the Content-Security-Policy refused
+
+    def watch(self, context, page) -> None:
+        """Record what goes wrong in a page: exceptions and policy violations (`open` does this;
+        a test that makes its own context calls it before the page loads anything)."""
+        context.add_init_script(script=CSP_PROBE)
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+        page.on("console", self._console)
+
+    def _console(self, message) -> None:
+        if "Content Security Policy" in message.text:
+            self.csp_violations.append(message.text)
 
     def open(self, site: Server, username: str | None = None, path: str = "/", *,
              viewport: dict = DESKTOP):  # fmt: skip
@@ -241,9 +263,11 @@ class Browsing:
             session = login(site.base, username, PASSWORD)["Cookie"].removeprefix("sessionid=")
             context.add_cookies([{"name": "sessionid", "value": session, "url": site.base}])
         page = context.new_page()
-        page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.watch(context, page)
         page.on("dialog", self._dialog)
-        page.goto(path)
+        response = page.goto(path)
+        # Without the header nothing is enforced, and no violation could show.
+        assert response.headers.get("content-security-policy"), f"{path}: no policy sent"
         return page
 
     def _dialog(self, dialog) -> None:
@@ -271,6 +295,7 @@ def browsing(browser):
     yield browsing
     browsing.close()
     assert not browsing.errors, f"the page threw: {browsing.errors}"
+    assert not browsing.csp_violations, f"the policy refused: {browsing.csp_violations}"
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import expect
 
 from deploy.processes import raise_open_file_limit
-from tests.browser.conftest import DESKTOP, OUTPUT, PHONE, STALE_AFTER_SECONDS
+from tests.browser.conftest import DESKTOP, OUTPUT, PHONE, STALE_AFTER_SECONDS, Browsing
 from tests.e2e.conftest import PASSWORD, ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e, pytest.mark.timeout(60)]
@@ -87,6 +87,32 @@ def trail(page) -> list[tuple[float, float]]:
         if not points or points[-1] != point:
             points.append(point)
     return points
+
+
+# ---------------------------------------------------------------- the Content-Security-Policy
+
+
+def test_what_the_policy_refuses_fails_the_test(site, browser):
+    """The check every page gets (the `browsing` fixture) sees a violation: here an inline
+    style and an image from a host the policy does not name."""
+    browsing = Browsing(browser)  # not the fixture, whose teardown would fail this test
+    try:
+        page = browsing.open(site, path="/accounts/login/")
+        page.evaluate(
+            """() => {
+              document.body.insertAdjacentHTML("beforeend", '<p style="color: red">inline</p>');
+              const image = new Image();
+              image.src = "http://elsewhere.invalid/pixel.png";
+              document.body.append(image);
+            }"""
+        )
+        deadline = time.monotonic() + 5
+        while len(browsing.csp_violations) < 2 and time.monotonic() < deadline:
+            page.wait_for_timeout(50)
+    finally:
+        browsing.close()
+    refused = " ".join(browsing.csp_violations)
+    assert "style-src" in refused and "img-src" in refused, browsing.csp_violations
 
 
 # ---------------------------------------------------------------- logging in, the team list

@@ -76,9 +76,10 @@ class Phone:
         self.sent: list[dict] = []
         self.received: list[dict] = []
         self.page = self.context.new_page()
-        self.page.on("pageerror", lambda error: browsing.errors.append(str(error)))
+        browsing.watch(self.context, self.page)
         self.page.on("websocket", self._watch)
-        self.page.goto(path)
+        response = self.page.goto(path)
+        assert response.headers.get("content-security-policy"), f"{path}: no policy sent"
 
     def _watch(self, socket) -> None:
         socket.on("framesent", lambda payload: self.sent.append(json.loads(payload)))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import redis
 
 from deploy.cluster import DAPHNE_MAX_MESSAGE_BYTES, LocalCluster, login, manage
 from deploy.processes import free_port, terminate, wait_for
+from deploy.static import collect_static, static_root
 from tracking.tests.kafka_broker import kafka_broker  # noqa: F401 - a fixture for the cluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,6 +39,13 @@ class Server:
             "PYTHONUNBUFFERED": "1",
         }
         self.process = None
+
+    def use_production_settings(self) -> None:
+        """Run as production does: DEBUG unset (the tests set DEBUG=true for every process they
+        start), a real key, and static files collected for WhiteNoise's manifest storage."""
+        self.env.pop("DEBUG", None)
+        self.env["SECRET_KEY"] = secrets.token_urlsafe(50)
+        self.env["STATIC_ROOT"] = str(collect_static(static_root()))
 
     def manage(self, *args: str) -> str:
         return manage(self.env, *args)
