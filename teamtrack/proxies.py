@@ -26,9 +26,18 @@ def _trusted_networks(
     return tuple(ipaddress.ip_network(network, strict=False) for network in networks)
 
 
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """Parse an address; an IPv4 one as a dual-stack listener reports it (::ffff:a.b.c.d) is
+    itself."""
+    ip = ipaddress.ip_address(address.strip())
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
 def is_trusted_proxy(address: str) -> bool:
     try:
-        ip = ipaddress.ip_address(address.strip())
+        ip = _ip(address)
     except ValueError:
         return False
     return any(ip in network for network in _trusted_networks(tuple(settings.TRUSTED_PROXIES)))
@@ -41,7 +50,7 @@ def forwarded_client(forwarded_for: str) -> str | None:
             return None
         if not is_trusted_proxy(address):
             try:
-                return str(ipaddress.ip_address(address))
+                return str(_ip(address))
             except ValueError:
                 return None  # "unknown", a port, garbage: keep the proxy's own address
     return None
@@ -65,7 +74,11 @@ class TrustedProxyHeaders:
             kept = [(name, value) for name, value in headers if name.lower() not in FORWARDED]
             return {**scope, "headers": kept} if len(kept) != len(headers) else scope
         resolved = dict(scope)
-        values = {name.lower(): value.decode("latin-1") for name, value in headers}
+        values: dict[bytes, str] = {}
+        for name, value in headers:  # several lines of one header are one list (RFC 9110)
+            name = name.lower()
+            text = value.decode("latin-1")
+            values[name] = f"{values[name]}, {text}" if name in values else text
         address = forwarded_client(values.get(FORWARDED_FOR, ""))
         if address is not None:
             resolved["client"] = (address, 0)

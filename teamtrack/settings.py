@@ -247,6 +247,8 @@ TEAMTRACK_FLUSH_WINDOW = env.int("FLUSH_WINDOW_MS", default=100) / 1000
 # (going on closes 4429) or slowed, then answered 429.
 TEAMTRACK_WORKER_FRAMES_PER_SECOND = env.float("WORKER_FRAMES_PER_SECOND", default=5.0)
 TEAMTRACK_WORKER_FRAME_BURST = env.int("WORKER_FRAME_BURST", default=20)
+if TEAMTRACK_WORKER_FRAMES_PER_SECOND <= 0 or TEAMTRACK_WORKER_FRAME_BURST < 1:
+    raise ImproperlyConfigured("WORKER_FRAMES_PER_SECOND must be above 0, WORKER_FRAME_BURST 1+.")
 # Failed device logins (bad tokens, enrolment codes) from one address in a minute, across the
 # replicas, before the next failure is answered 4429/429 instead; good tokens always get in.
 TEAMTRACK_FAILED_LOGINS_PER_MINUTE = env.int("FAILED_LOGINS_PER_MINUTE", default=30)
@@ -280,6 +282,10 @@ TEAMTRACK_HTTP_DEVICE_TIMEOUT = env.float("HTTP_DEVICE_TIMEOUT_SECONDS", default
 # A worker is shown offline this long after its last connection closed, unless it reconnected:
 # a device that flaps (between networks, or in a reconnect loop) sends its maps no presence.
 TEAMTRACK_OFFLINE_GRACE = env.float("OFFLINE_GRACE_SECONDS", default=3.0)
+# A worker in its grace holds its replica's lease unrenewed: past the lease, a reaper would show
+# it offline first, and the grace would hide nothing.
+if not 0 <= TEAMTRACK_OFFLINE_GRACE < TEAMTRACK_PRESENCE_TTL / 2:
+    raise ImproperlyConfigured("OFFLINE_GRACE_SECONDS must be under half of PRESENCE_TTL_SECONDS.")
 # A worker whose last position is older than this shows as stale on the map.
 TEAMTRACK_STALE_AFTER = env.int("STALE_AFTER_SECONDS", default=30)
 # Days a one-time enrolment link (the phone setup page's browser link) stays usable.

@@ -70,3 +70,24 @@ def test_the_client_is_the_nearest_address_that_is_no_trusted_proxy(header, clie
 async def test_garbage_from_a_trusted_proxy_keeps_the_proxy_as_the_client():
     scope = await seen_scope("127.0.0.1", {"x-forwarded-for": "not an address"})
     assert scope["client"] == ("127.0.0.1", 40000)
+
+
+async def test_a_dual_stack_listener_still_knows_the_proxy_and_joins_repeated_headers():
+    # daphne on "::" reports IPv4 nginx as ::ffff:127.0.0.1; two header lines are one list.
+    scope = {
+        "type": "http",
+        "client": ("::ffff:127.0.0.1", 40000),
+        "headers": [(b"x-forwarded-for", b"203.0.113.7"), (b"x-forwarded-for", b"127.0.0.1")],
+    }
+    resolved = await seen_scope_of(scope)
+    assert resolved["client"] == ("203.0.113.7", 0)
+
+
+async def seen_scope_of(scope: dict) -> dict:
+    seen = {}
+
+    async def app(scope, receive, send):
+        seen.update(scope)
+
+    await TrustedProxyHeaders(app)(scope, None, None)
+    return seen

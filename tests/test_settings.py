@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.test import Client, override_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,3 +183,19 @@ def test_check_deploy_passes_the_documented_production_environment():
     result = manage("check", "--deploy", "--fail-level", "WARNING", env=env)
     assert result.returncode == 0, result.stderr + result.stdout
     assert "System check identified no issues" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [
+        {"WORKER_FRAMES_PER_SECOND": "0"},
+        {"WORKER_FRAME_BURST": "0"},
+        {"OFFLINE_GRACE_SECONDS": "8", "PRESENCE_TTL_SECONDS": "15"},
+        {"OFFLINE_GRACE_SECONDS": "-1"},
+    ],
+)
+def test_limits_that_could_not_work_stop_the_start(monkeypatch, variables):
+    # A rate of 0 divided by zero on the first upload; a grace past half the presence lease let
+    # a reaper show the worker offline before the grace was over.
+    with pytest.raises(ImproperlyConfigured):
+        load_settings(monkeypatch, DEBUG="true", **variables)

@@ -261,6 +261,9 @@ class TeamConsumer(RelaySocketConsumer):
                 )
             except DatabaseError:
                 continue  # the database is down: the map stays, checked again next time
+            except Exception:
+                logger.exception("Could not check a map's session again; it stays open")
+                continue
             if refusal is not None:
                 codes = {"logged_out": protocol.CLOSE_UNAUTHENTICATED}
                 await self.close(code=codes.get(refusal, protocol.CLOSE_FORBIDDEN))

@@ -108,6 +108,7 @@ class DeviceSide:
         self.clock = clock or WallClock()
         self.offline_grace = offline_grace
         self.spawn = asyncio.ensure_future  # the relay's way to run a task in the background
+        self.graces: dict[int, object] = {}  # worker id -> its latest close's grace
         self.state_outage = state_outage
         self.layer_outage = layer_outage
         self.steps = steps
@@ -146,19 +147,26 @@ class DeviceSide:
             del self.workers[worker_id]
         await self.hand_off([team_id])
         if last:
-            went_offline = self._went_offline(team_id, worker_id, worker.name)
+            # Only the grace of the worker's latest close may take it offline: an earlier one
+            # ending while it is away again would show a blink the grace is there to hide.
+            grace = self.graces[worker_id] = object()
+            went_offline = self._went_offline(team_id, worker_id, worker.name, grace)
             if self.offline_grace:
                 self.spawn(went_offline)
             else:
                 await went_offline
 
-    async def _went_offline(self, team_id: int, worker_id: int, name: str) -> None:
+    async def _went_offline(self, team_id: int, worker_id: int, name: str, grace: object) -> None:
         """Give back the worker's lease, OFFLINE_GRACE after its last socket here closed, unless
         it reconnected meanwhile: a device that flaps (a phone between networks, a client in a
         reconnect loop) shows no offline and online blinks, and its managers get no frame."""
         if self.offline_grace:
             await self.clock.sleep_until(self.clock.time() + self.offline_grace)
-        if self.draining or worker_id in self.workers:
+        if self.graces.get(worker_id) is not grace:
+            return  # it reconnected and closed again since: that close's grace decides
+        del self.graces[worker_id]
+        back = self.workers.get(worker_id)
+        if self.draining or (back is not None and back.team_id == team_id):
             # Draining: the device reconnects to another replica at once, so its lease is kept
             # until it expires and its managers see no offline blink in between. In self.workers
             # again: it reconnected here meanwhile, under the same lease.

@@ -15,7 +15,6 @@ If Redis cannot be reached, each replica falls back to its own counts. Every tab
 """
 
 import ipaddress
-import itertools
 import time
 import uuid
 from collections import OrderedDict
@@ -140,7 +139,7 @@ class LocalLimits:
         self.clock = clock
         self.failed_logins = WindowCounts(clock=clock)
         self.worker_logins = WindowCounts(clock=clock)
-        self.login_seq = itertools.count(1)
+        self.last_login_seq = 0
         # Kept after the worker's sockets and uploads end, until refilled: reconnecting (or an
         # OwnTracks lwt ending its uploads) must not buy a fresh burst.
         self.frame_limits: dict[int, FrameRateLimit] = {}
@@ -156,7 +155,13 @@ class LocalLimits:
         often this minute."""
         if self.worker_logins.add(str(worker_id)) > self.worker_logins_per_minute:
             return None
-        return Login(seq=next(self.login_seq), frames=self.frame_limit(worker_id))
+        return Login(seq=self.next_login_seq(), frames=self.frame_limit(worker_id))
+
+    def next_login_seq(self) -> int:
+        """A login's place in time: wall-clock microseconds, as Redis numbers them too, so that
+        seqs taken here while Redis is down still order with those it gave before and after."""
+        self.last_login_seq = max(time.time_ns() // 1000, self.last_login_seq + 1)
+        return self.last_login_seq
 
     async def take_upload(self, worker_id: int) -> float:
         """Spend the worker's budget on one HTTP upload: 0 if taken, else the seconds to wait
@@ -187,11 +192,31 @@ local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
 local full_at = math.max(tonumber(redis.call('GET', KEYS[1]) or now), now)
 local wait = full_at - (burst - 1) * interval - now
-if wait > 0 then return string.format('%.3f', wait) end
+if wait > 0 then return string.format('%.3f', math.max(wait, 0.001)) end
 full_at = full_at + interval
 redis.call('SET', KEYS[1], string.format('%.6f', full_at), 'PX',
            math.ceil((full_at - now) * 1000) + 1000)
 return '0'
+"""
+
+
+# A count over a window from its first count: KEYS[1], ARGV[1] = the window in seconds. One
+# script, so that the count can never outlive its window (an INCR after the key expired would
+# make one without a TTL: refused for ever).
+_COUNT_IN_WINDOW = """
+local count = redis.call('INCR', KEYS[1])
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+
+# A login's seq: Redis' clock in microseconds, and always above the last one (KEYS[1]), so that
+# it keeps growing across a Redis restart, as the fallback's seqs do (LocalLimits).
+_NEXT_LOGIN_SEQ = """
+local t = redis.call('TIME')
+local seq = math.max(tonumber(t[1]) * 1000000 + tonumber(t[2]),
+                     tonumber(redis.call('GET', KEYS[1]) or 0) + 1)
+redis.call('SET', KEYS[1], string.format('%d', seq), 'EX', 86400)
+return seq
 """
 
 
@@ -205,15 +230,15 @@ class RedisLimits(LocalLimits):
         self.prefix = prefix
         self.replica = replica
         # Loaded by SHA on whichever loop's client runs it; this client only encodes.
-        self._take_upload = aioredis.Redis.from_url(url).register_script(_TAKE_UPLOAD)
+        scripts = aioredis.Redis.from_url(url)
+        self._take_upload = scripts.register_script(_TAKE_UPLOAD)
+        self._count_in_window = scripts.register_script(_COUNT_IN_WINDOW)
+        self._next_login_seq = scripts.register_script(_NEXT_LOGIN_SEQ)
 
     async def login_failed(self, address: str) -> bool:
         key = f"{self.prefix}failed-logins:{client_key(address)}"
         try:
-            async with self.redis.client.pipeline(transaction=False) as pipe:
-                pipe.set(key, 0, ex=int(WINDOW), nx=True)
-                pipe.incr(key)
-                _, count = await pipe.execute()
+            count = await self._count_in_window([key], [int(WINDOW)], client=self.redis.client)
         except RedisError:
             return await super().login_failed(address)
         return count > self.failed_logins_per_minute
@@ -226,12 +251,10 @@ class RedisLimits(LocalLimits):
         )
         try:
             async with self.redis.client.pipeline(transaction=False) as pipe:
-                pipe.set(logins, 0, ex=int(WINDOW), nx=True)
-                pipe.incr(logins)
-                pipe.incr(seq)
-                pipe.expire(seq, 86_400)
+                await self._count_in_window([logins], [int(WINDOW)], client=pipe)
+                await self._next_login_seq([seq], [], client=pipe)
                 pipe.set(last, self.replica, ex=int(WINDOW), get=True)
-                _, count, login_seq, _, previous = await pipe.execute()
+                count, login_seq, previous = await pipe.execute()
         except RedisError:
             return await super().worker_login(worker_id)
         if count > self.worker_logins_per_minute:

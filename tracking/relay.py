@@ -20,6 +20,7 @@ import logging
 import math
 import time
 import uuid
+from collections import OrderedDict
 
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -42,6 +43,10 @@ __all__ = ["Relay", "RelayUnavailable", "build_relay", "get_relay", "reset_relay
 # window. Measured on 2 loaded cores, a tick's messages from the other replica arrive within 30 ms
 # (p90) of the tick; a message later than this waits for the next window's frame.
 DELIVERY_DELAY = 0.6
+
+# Workers whose newest login a replica remembers (about 50 bytes each), to refuse a login that a
+# newer one overtook on its way here.
+MAX_REMEMBERED_LOGINS = 100_000
 
 
 class Relay:
@@ -79,6 +84,8 @@ class Relay:
         self.uploads = HttpDevices(self, clock=self.clock, timeout=http_device_timeout)
         for outage in outages.values():
             outage.on_recovery = lambda: self._spawn(self._catch_up())
+        # worker id -> the newest login seq heard of, least recently heard first
+        self.newest_logins: OrderedDict[int, int] = OrderedDict()
         self.channel: str | None = None
         self.channel_lock = asyncio.Lock()
         self.ticking: asyncio.Task | None = None
@@ -101,6 +108,10 @@ class Relay:
         await self._ensure_running()
         await self.devices.worker_connected(socket, team_id=team_id, worker_id=worker_id, name=name)
         if login_seq is not None:
+            if self._newer_login_seen(worker_id, login_seq):
+                # A newer login's message overtook this one's registration: it lost already.
+                await close_quietly(socket, protocol.CLOSE_REPLACED)
+                return
             message = {"type": control.WORKER_LOGGED_IN, "worker_id": worker_id, "seq": login_seq}
             await self.layer_outage.guard(
                 get_channel_layer().group_send(control.RELAYS_GROUP, message)
@@ -272,6 +283,7 @@ class Relay:
                 await close_quietly(socket, protocol.CLOSE_UNAUTHENTICATED)
             await self.uploads.end_worker(message.get("worker_id"))  # one still connecting
         elif message_type == control.WORKER_LOGGED_IN:
+            self._newer_login_seen(message["worker_id"], message["seq"])
             for socket in self.devices.sockets_of(message.get("worker_id")):
                 older = getattr(socket, "login_seq", None)  # HTTP devices never log in
                 if older is not None and older < message["seq"]:
@@ -282,6 +294,14 @@ class Relay:
             await self.managers.close_user(message.get("user_id"), message.get("team_id"))
         else:
             await self.managers.take_message(message)
+
+    def _newer_login_seen(self, worker_id: int, seq: int) -> bool:
+        """Record a login of a worker; return whether a newer one of it was seen already."""
+        newest = self.newest_logins.pop(worker_id, 0)
+        self.newest_logins[worker_id] = max(newest, seq)
+        while len(self.newest_logins) > MAX_REMEMBERED_LOGINS:
+            self.newest_logins.popitem(last=False)
+        return newest > seq
 
     # ------------------------------------------------------------ shutdown
 

@@ -1,5 +1,6 @@
 """The worker and manager sockets on the real ASGI application, with the in-memory layer."""
 
+import asyncio
 import json
 import time
 
@@ -10,7 +11,9 @@ from prometheus_client import REGISTRY
 
 from teams import services
 from teams.models import Worker
+from teamtrack import control
 from tracking import protocol
+from tracking.relay import get_relay
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -411,6 +414,37 @@ async def test_a_flapping_device_sends_its_maps_no_presence_until_it_stays_away(
     assert await manager.nothing(0.3)  # within the grace
     offline = await manager.receive(timeout=2)
     assert (offline["type"], offline["id"], offline["online"]) == ("presence", world.a1.id, False)
+
+
+async def test_only_the_latest_closes_grace_may_take_a_worker_offline(
+    world, open_worker, open_manager, settings
+):
+    settings.TEAMTRACK_OFFLINE_GRACE = 1.0
+    manager = await open_manager("alpha", world.cookies["ann"])
+    await manager.receive_type("snapshot")
+    worker = await open_worker(world.tokens[world.a1.id])
+    assert (await manager.receive())["online"] is True
+    await worker.close()  # its grace ends at 1.0, while the worker is away again
+    await asyncio.sleep(0.3)
+    worker = await open_worker(world.tokens[world.a1.id])
+    await asyncio.sleep(0.3)
+    await worker.close()  # away from 0.6 to 1.3: never as long as the grace
+    await asyncio.sleep(0.7)
+    worker = await open_worker(world.tokens[world.a1.id])
+    assert await manager.nothing(1.5), "the map saw a blink the grace should have hidden"
+
+
+async def test_a_login_overtaken_by_a_newer_one_of_the_same_worker_is_closed_4409(
+    world, open_worker
+):
+    # Another replica's newer login was heard before this one's socket was registered.
+    newer = {"type": control.WORKER_LOGGED_IN, "worker_id": world.a1.id, "seq": 10**18}
+    await get_relay().dispatch(newer)
+    late = await open_worker(world.tokens[world.a1.id])
+    assert await late.closed_with() == protocol.CLOSE_REPLACED
+    other = await open_worker(world.tokens[world.a2.id])  # another worker's logins are its own
+    await other.send(position(seq=1))
+    assert (await other.receive_type("ack"))["seq"] == 1
 
 
 async def test_a_flooding_device_is_refused_then_closed_4429_and_others_go_on(

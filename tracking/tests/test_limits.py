@@ -145,3 +145,22 @@ async def test_without_redis_each_replica_falls_back_to_its_own_counts():
     assert [await limits.login_failed("203.0.113.7") for _ in range(4)] == [False] * 3 + [True]
     assert (await limits.worker_login(7)).frames.take()
     assert await limits.take_upload(7) == 0
+
+
+async def test_login_seqs_keep_growing_across_a_redis_restart_and_its_outage(replicas):
+    a, b = replicas
+    before = (await a.worker_login(7)).seq
+    # Redis restarted empty (compose keeps nothing): a later login must still be the newest.
+    await a.redis.client.delete(*await a.redis.client.keys(f"{a.prefix}*"))
+    after_restart = (await b.worker_login(7)).seq
+    down = RedisLimits(url="redis://127.0.0.1:1/0", prefix="x:", replica="c", **NUMBERS)
+    during_outage = (await down.worker_login(7)).seq
+    assert before < after_restart < during_outage
+
+
+async def test_a_window_count_always_has_its_expiry(replicas):
+    a, _ = replicas
+    key = f"{a.prefix}failed-logins:203.0.113.7"
+    await a.redis.client.set(key, 1)  # as an INCR racing the key's expiry would have left it
+    await a.login_failed("203.0.113.7")
+    assert 0 < await a.redis.client.ttl(key) <= 60
