@@ -206,7 +206,18 @@ class WorkerConsumer(RelaySocketConsumer):
             await self.close(code=protocol.CLOSE_TRY_AGAIN)
             return
         self.frame_limit = login.frames
+        self.token = token  # to check again when the worker's token changes (token_revoked)
         self.worker = worker
+
+    async def token_revoked(self):
+        """Close unless this socket's token still logs its worker in, in the same team (tracking.
+        devices.DeviceSocket)."""
+        try:
+            worker = await database_sync_to_async(selectors.worker_get_by_token)(token=self.token)
+        except DatabaseError:
+            worker = None  # cannot tell: the safe side
+        if worker is None or (worker.pk, worker.team_id) != (self.worker.pk, self.worker.team_id):
+            await self.close(code=protocol.CLOSE_UNAUTHENTICATED)
 
     async def refuse(self):
         """Close the socket as unauthenticated."""

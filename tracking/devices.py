@@ -47,6 +47,10 @@ class DeviceSocket(Protocol):
 
     async def close_with(self, code: int) -> None: ...
 
+    async def token_revoked(self) -> None:
+        """Its worker's token was rotated or revoked, or the worker changed: close unless it
+        logged in with the token that works now."""
+
 
 @dataclass
 class LocalWorker:

@@ -279,8 +279,10 @@ class Relay:
         """Act on one message of the relay's channel: a control message, or a team's."""
         message_type = message.get("type")
         if message_type == control.WORKER_REVOKED:
+            # Each socket checks its own token: the message may arrive after the device came
+            # back with the new one (the Kafka layer can deliver it seconds late).
             for socket in self.devices.sockets_of(message.get("worker_id")):
-                await close_quietly(socket, protocol.CLOSE_UNAUTHENTICATED)
+                await socket.token_revoked()
             await self.uploads.end_worker(message.get("worker_id"))  # one still connecting
         elif message_type == control.WORKER_LOGGED_IN:
             self._newer_login_seen(message["worker_id"], message["seq"])

@@ -52,6 +52,10 @@ class HttpDevice:
         already taken are still acknowledged; the next one authenticates afresh."""
         await self.owner.end(self)
 
+    async def token_revoked(self) -> None:
+        """End it: the next upload logs in again, with whatever token it carries."""
+        await self.owner.end(self)
+
 
 class HttpDevices:
     """The HTTP devices of this replica's relay."""

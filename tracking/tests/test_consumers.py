@@ -121,6 +121,15 @@ async def test_rotated_token_works_and_old_one_does_not(world, open_worker):
     assert (await new.receive())["code"] == "out_of_range"
 
 
+async def test_a_late_revocation_leaves_the_socket_of_the_new_token_open(world, open_worker):
+    new_token = await sync_to_async(services.worker_token_rotate)(worker=world.a1)
+    new = await open_worker(new_token)
+    # The rotation's message reaches this replica only now (the Kafka layer can be seconds late).
+    await get_relay().dispatch({"type": control.WORKER_REVOKED, "worker_id": world.a1.id})
+    await new.send(position(seq=1))
+    assert (await new.receive_type("ack"))["seq"] == 1
+
+
 async def test_identity_comes_from_the_token_not_the_frame(world, open_worker, open_manager):
     manager = await open_manager("bravo", world.cookies["bob"])
     await manager.receive_type("snapshot")
