@@ -281,7 +281,9 @@ TEAMTRACK_MAX_CLOCK_SKEW = env.float("MAX_CLOCK_SKEW_SECONDS", default=30.0)
 TEAMTRACK_HTTP_DEVICE_TIMEOUT = env.float("HTTP_DEVICE_TIMEOUT_SECONDS", default=600.0)
 # A worker is shown offline this long after its last connection closed, unless it reconnected:
 # a device that flaps (between networks, or in a reconnect loop) sends its maps no presence.
-TEAMTRACK_OFFLINE_GRACE = env.float("OFFLINE_GRACE_SECONDS", default=3.0)
+TEAMTRACK_OFFLINE_GRACE = env.float(
+    "OFFLINE_GRACE_SECONDS", default=min(3.0, TEAMTRACK_PRESENCE_TTL / 5)
+)
 # A worker in its grace holds its replica's lease unrenewed: past the lease, a reaper would show
 # it offline first, and the grace would hide nothing.
 if not 0 <= TEAMTRACK_OFFLINE_GRACE < TEAMTRACK_PRESENCE_TTL / 2:

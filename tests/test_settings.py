@@ -199,3 +199,8 @@ def test_limits_that_could_not_work_stop_the_start(monkeypatch, variables):
     # a reaper show the worker offline before the grace was over.
     with pytest.raises(ImproperlyConfigured):
         load_settings(monkeypatch, DEBUG="true", **variables)
+
+
+def test_a_short_presence_lease_shortens_the_default_grace(monkeypatch):
+    loaded = load_settings(monkeypatch, DEBUG="true", PRESENCE_TTL_SECONDS="3")
+    assert loaded["TEAMTRACK_OFFLINE_GRACE"] == pytest.approx(0.6)
