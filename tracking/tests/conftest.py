@@ -10,6 +10,7 @@ from channels.testing import ApplicationCommunicator, WebsocketCommunicator
 from django.conf import settings as django_settings
 
 from teamtrack.asgi import application
+from tracking.limits import RedisLimits, get_limits
 from tracking.relay import get_relay
 from tracking.state import RedisRelayState
 from tracking.tests.kafka_broker import kafka_broker  # noqa: F401 - used by layer_kind
@@ -185,4 +186,10 @@ async def layer_kind(request, settings):
         assert isinstance(relay.state, RedisRelayState)  # the test really went through Redis
         await relay.state.redis.delete(*(await relay.state.redis.keys(f"{prefix}:*")) or [prefix])
         await relay.state.close()
-        await get_channel_layer().flush()
+        limits = get_limits()
+        if isinstance(limits, RedisLimits):
+            await limits.redis.close()  # left open, it warns when collected, in a later test
+        layer = get_channel_layer()
+        await layer.flush()
+        if hasattr(layer, "close_pools"):  # channels_redis' core layer keeps its pools
+            await layer.close_pools()
