@@ -194,6 +194,8 @@ class WorkerConsumer(RelaySocketConsumer):
             await self.refuse_rate_limited("logins")
             return
         self.login_seq = login.seq
+        # What a revocation checks again (token_revoked); set before the relay knows the socket.
+        self.token, self.token_holder = token, (worker.pk, worker.team_id)
         try:
             await get_relay().worker_connected(
                 self,
@@ -206,7 +208,6 @@ class WorkerConsumer(RelaySocketConsumer):
             await self.close(code=protocol.CLOSE_TRY_AGAIN)
             return
         self.frame_limit = login.frames
-        self.token = token  # to check again when the worker's token changes (token_revoked)
         self.worker = worker
 
     async def token_revoked(self):
@@ -216,7 +217,7 @@ class WorkerConsumer(RelaySocketConsumer):
             worker = await database_sync_to_async(selectors.worker_get_by_token)(token=self.token)
         except DatabaseError:
             worker = None  # cannot tell: the safe side
-        if worker is None or (worker.pk, worker.team_id) != (self.worker.pk, self.worker.team_id):
+        if worker is None or (worker.pk, worker.team_id) != self.token_holder:
             await self.close(code=protocol.CLOSE_UNAUTHENTICATED)
 
     async def refuse(self):

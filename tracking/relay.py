@@ -282,7 +282,11 @@ class Relay:
             # Each socket checks its own token: the message may arrive after the device came
             # back with the new one (the Kafka layer can deliver it seconds late).
             for socket in self.devices.sockets_of(message.get("worker_id")):
-                await socket.token_revoked()
+                try:
+                    await socket.token_revoked()
+                except Exception:  # one socket's trouble must not spare the others
+                    logger.exception("Could not check a revoked worker's socket")
+                    await close_quietly(socket, protocol.CLOSE_UNAUTHENTICATED)
             await self.uploads.end_worker(message.get("worker_id"))  # one still connecting
         elif message_type == control.WORKER_LOGGED_IN:
             self._newer_login_seen(message["worker_id"], message["seq"])
