@@ -22,30 +22,21 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from deploy.processes import free_port, raise_open_file_limit, terminate, wait_for
+from deploy.processes import (
+    ROOT,
+    free_port,
+    manage,
+    raise_open_file_limit,
+    terminate,
+    wait_for,
+)
 from deploy.static import collect_static, static_root
 from deploy.tansu import KafkaBroker
 
-ROOT = Path(__file__).resolve().parent.parent
 NGINX_TEMPLATE = Path(__file__).with_name("nginx-local.conf.template")
 # Above the application's own frame limit, so that the application answers with an error frame;
 # daphne drops the connection of anything larger (no close frame: clients see 1006).
 DAPHNE_MAX_MESSAGE_BYTES = 512 * 1024
-
-
-def manage(env: dict[str, str], *args: str) -> str:
-    """Run a manage.py command in this environment; return its output, raise if it fails."""
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    if result.returncode:
-        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stderr}")
-    return result.stdout
 
 
 class LoopbackCookiePolicy(http.cookiejar.DefaultCookiePolicy):

@@ -9,10 +9,30 @@ import resource
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
+from pathlib import Path
 
 STOP_TIMEOUT = 10.0  # seconds a process gets to stop on its signal before it is killed
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def manage(env: dict[str, str], *args: str, timeout: float = 120) -> str:
+    """Run a manage.py command in this environment; return its output, raise if it fails."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if result.returncode:
+        raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stderr}")
+    return result.stdout
 
 
 def free_port() -> int:

@@ -11,13 +11,12 @@ import hashlib
 import os
 import secrets
 import shutil
-import subprocess
-import sys
 import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from deploy.processes import ROOT, manage
+
 # The packages whose static files are collected (the admin's, Leaflet) or that write them.
 PACKAGES = ("django", "xstatic-leaflet", "whitenoise", "django-csp")
 
@@ -55,17 +54,11 @@ def collect_static(root: Path) -> Path:
         "SECRET_KEY": secrets.token_urlsafe(50),  # read by nothing here, but required
         "STATIC_ROOT": str(partial),
     }
-    result = subprocess.run(
-        [sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    if result.returncode:
+    try:
+        manage(env, "collectstatic", "--noinput", "--verbosity", "0", timeout=300)
+    except RuntimeError:
         shutil.rmtree(partial, ignore_errors=True)
-        raise RuntimeError(f"manage.py collectstatic failed:\n{result.stderr}")
+        raise
     try:
         partial.rename(root)
     except OSError:  # another process put its collection there first: the same files

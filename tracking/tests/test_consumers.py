@@ -411,14 +411,20 @@ async def test_a_frame_with_seq_is_acknowledged_once_relayed(world, open_worker,
     assert await worker.nothing(0.5)
 
 
-async def test_a_flapping_device_sends_its_maps_no_presence_until_it_stays_away(
-    world, open_worker, open_manager, settings
-):
-    settings.TEAMTRACK_OFFLINE_GRACE = 0.5
+async def alice_online_on_a_map(world, open_worker, open_manager):
+    """Open a map of team alpha, then Alice's socket; return both once the map saw her online."""
     manager = await open_manager("alpha", world.cookies["ann"])
     await manager.receive_type("snapshot")
     worker = await open_worker(world.tokens[world.a1.id])
     assert (await manager.receive())["online"] is True
+    return manager, worker
+
+
+async def test_a_flapping_device_sends_its_maps_no_presence_until_it_stays_away(
+    world, open_worker, open_manager, settings
+):
+    settings.TEAMTRACK_OFFLINE_GRACE = 0.5
+    manager, worker = await alice_online_on_a_map(world, open_worker, open_manager)
     for _ in range(10):  # a phone between networks, or a client in a reconnect loop
         await worker.close()
         worker = await open_worker(world.tokens[world.a1.id])
@@ -433,10 +439,7 @@ async def test_only_the_latest_closes_grace_may_take_a_worker_offline(
     world, open_worker, open_manager, settings
 ):
     settings.TEAMTRACK_OFFLINE_GRACE = 1.0
-    manager = await open_manager("alpha", world.cookies["ann"])
-    await manager.receive_type("snapshot")
-    worker = await open_worker(world.tokens[world.a1.id])
-    assert (await manager.receive())["online"] is True
+    manager, worker = await alice_online_on_a_map(world, open_worker, open_manager)
     await worker.close()  # its grace ends at 1.0, while the worker is away again
     await asyncio.sleep(0.3)
     worker = await open_worker(world.tokens[world.a1.id])
