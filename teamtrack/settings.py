@@ -87,6 +87,8 @@ INSTALLED_APPS = [
     "csp",
     # Counts failed logins (in the database) and locks guessers out: see AXES_* below.
     "axes",
+    "rest_framework",
+    "drf_spectacular",
     "teams",
     "tracking",
 ]
@@ -131,6 +133,16 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / '
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A database that is down or unreachable fails a connection within seconds: the history
+    # writer then keeps its rows and tries again, and no request hangs on a TCP timeout.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default: WAL lets the map's readers and the history writer work at once, and
+    # a write waits for the lock (up to 20 s) instead of failing at once.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"init_command": "PRAGMA journal_mode=WAL;", "transaction_mode": "IMMEDIATE", "timeout": 20}
+    )
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -288,6 +300,20 @@ TEAMTRACK_OFFLINE_GRACE = env.float(
 # it offline first, and the grace would hide nothing.
 if not 0 <= TEAMTRACK_OFFLINE_GRACE < TEAMTRACK_PRESENCE_TTL / 2:
     raise ImproperlyConfigured("OFFLINE_GRACE_SECONDS must be under half of PRESENCE_TTL_SECONDS.")
+# The history (tracking/models.py): every accepted position is stored by the replica's writer
+# (tracking/history_writer.py) before its device is acknowledged. Off only to measure its cost.
+TEAMTRACK_HISTORY = env.bool("HISTORY", default=True)
+# Positions older than this many days are deleted by `manage.py prune_history` (run it daily).
+TEAMTRACK_HISTORY_RETENTION_DAYS = env.int("HISTORY_RETENTION_DAYS", default=90)
+# Positions a replica's writer holds while the database does not take them; past it, new frames
+# wait unacknowledged in their devices (never a silent drop).
+TEAMTRACK_HISTORY_MAX_PENDING = env.int("HISTORY_MAX_PENDING", default=100_000)
+# A stop on a track: no movement beyond STOP_RADIUS_METRES for STOP_MINUTES (the page's default).
+TEAMTRACK_STOP_MINUTES = env.float("STOP_MINUTES", default=5.0)
+TEAMTRACK_STOP_RADIUS_METRES = env.float("STOP_RADIUS_METRES", default=50.0)
+if TEAMTRACK_HISTORY_RETENTION_DAYS < 1 or TEAMTRACK_HISTORY_MAX_PENDING < 1:
+    raise ImproperlyConfigured("HISTORY_RETENTION_DAYS and HISTORY_MAX_PENDING must be 1 or more.")
+
 # A worker whose last position is older than this shows as stale on the map.
 TEAMTRACK_STALE_AFTER = env.int("STALE_AFTER_SECONDS", default=30)
 # Days a one-time enrolment link (the phone setup page's browser link) stays usable.
@@ -346,4 +372,22 @@ LOGGING = {
         # and lockouts are WARNINGs, with the user name and address masked.
         "axes": {"level": "WARNING"},
     },
+}
+
+# The read-only history API (tracking/api/): a manager's session or personal API token.
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "tracking.api.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "TeamTrack history API",
+    "DESCRIPTION": "Read-only: the teams you manage, their workers, and their stored positions.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
 }
