@@ -2,17 +2,20 @@
 window, and the acks that wait on it.
 
 A device's positions are gathered per team (newest per worker) into a `TeamBatch`, with the
-acks of the frames they came in. At every tick the relay hands the batches on through a list of
-*steps* (publish to the team's group; write the shared last-known state), run at once. Only
-when every step succeeded are the batches' frames acknowledged; if one failed, the batches go
-back to be handed on again at the next tick, acks and all. So an ack promises that every
-position of its frame reached every step, or was superseded by a newer one of the same worker
-that did.
+frames they came in (their acks, and every position of each for the history). At every tick the
+relay hands the batches on through a list of *steps* (publish to the team's group; write the
+shared last-known state), run at once. If one failed, the batches go back to be handed on again
+at the next tick, frames and all. Once every step took them, the frames go to the last step,
+the history writer (tracking.history_writer), which acknowledges each once its positions are
+committed to the database; with the history off they are acknowledged at once. So an ack
+promises that every position of its frame was stored, and reached every live step or was
+superseded there by a newer one of the same worker that did.
 
 A resent position (its ts not newer than the worker's last one taken, or its seq that one's) is
-not taken again; its ack joins the team's next batch. Hand-offs run one at a time, and a
-failed one is merged back before the next starts, so that batch is acknowledged only after the
-batch holding the original was.
+not taken again for the live feed, but its frame joins the team's next batch all the same, and
+its positions the history (stored once: the database skips a position it has). Hand-offs run
+one at a time, a failed one is merged back before the next starts, and the writer stores frames
+in the order it took them, so a resend is acknowledged only after its original was.
 """
 
 import asyncio
@@ -24,6 +27,7 @@ from channels.layers import get_channel_layer
 
 from tracking import feed, metrics
 from tracking.clock import Clock, WallClock
+from tracking.history_writer import FrameKey, Frames, HistoryWriter, Row
 from tracking.outage import Outage
 from tracking.positions import Position, TeamPositions, is_newer
 from tracking.state import RelayState
@@ -32,8 +36,8 @@ from tracking.state import RelayState
 # holds the next one, nor a socket's disconnect, for longer.
 STEP_TIMEOUT = 5.0
 
-# Acks a team's batch keeps waiting while it cannot be handed on: a team of 100 devices sending
-# a frame a second fills it in 100 s, and it costs about 2 MB.
+# Frames a team's batch keeps waiting while it cannot be handed on: a team of 100 devices sending
+# a frame a second fills it in 100 s, and it costs about 2 MB (more with the history's positions).
 MAX_WAITING_ACKS = 10_000
 
 
@@ -65,30 +69,31 @@ class LocalWorker:
 
 @dataclass
 class TeamBatch:
-    """A team's positions of one window, newest per worker, and the acks waiting on them."""
+    """A team's positions of one window, newest per worker, and the frames they came in."""
 
     positions: TeamPositions = field(default_factory=dict)
-    # (socket, seq) pairs in arrival order; a dict, so that a frame resent many times during
-    # an outage waits as one ack.
-    acks: dict[tuple[DeviceSocket, int], None] = field(default_factory=dict)
+    # Each frame, in arrival order: its ack (socket, seq), or a key of its own if it asked for
+    # none, -> every position in it, for the history (none with the history off). A dict, so
+    # that a frame resent many times during an outage waits once.
+    frames: dict[FrameKey, list[Row]] = field(default_factory=dict)
 
-    def wait_for_ack(self, socket: DeviceSocket, seq: int) -> None:
-        """Acknowledge this frame once the batch is handed on. Past MAX_WAITING_ACKS (a long
-        outage) the oldest waiting ack is forgotten: its device never hears of that frame and
+    def add_frame(self, key: FrameKey, rows: list[Row]) -> None:
+        """Acknowledge this frame once the batch is handed on and stored. Past MAX_WAITING_ACKS
+        (a long outage) the oldest waiting frame is forgotten: its device never hears of it and
         resends it, which breaks no promise, where memory would grow with every frame."""
-        self.acks[(socket, seq)] = None
-        if len(self.acks) > MAX_WAITING_ACKS:
-            del self.acks[next(iter(self.acks))]
+        self.frames[key] = rows
+        if len(self.frames) > MAX_WAITING_ACKS:
+            del self.frames[next(iter(self.frames))]
 
     def merge_into(self, later: "TeamBatch") -> None:
         """Put this (failed, earlier) batch back under `later`: the newest positions win, and
-        this batch's acks go first."""
+        this batch's frames go first."""
         for worker_id, position in self.positions.items():
             if is_newer(position, later.positions.get(worker_id)):
                 later.positions[worker_id] = position
-        later.acks = {**self.acks, **later.acks}
-        while len(later.acks) > MAX_WAITING_ACKS:
-            del later.acks[next(iter(later.acks))]
+        later.frames = {**self.frames, **later.frames}
+        while len(later.frames) > MAX_WAITING_ACKS:
+            del later.frames[next(iter(later.frames))]
 
 
 # A step a batch must pass before it is acknowledged: it raises if it could not take them all.
@@ -105,6 +110,7 @@ class DeviceSide:
         state_outage: Outage,
         layer_outage: Outage,
         steps: list[Step],
+        history: HistoryWriter | None = None,
         clock: Clock | None = None,
         offline_grace: float = 0.0,
     ):
@@ -116,6 +122,7 @@ class DeviceSide:
         self.state_outage = state_outage
         self.layer_outage = layer_outage
         self.steps = steps
+        self.history = history
         self.workers: dict[int, LocalWorker] = {}
         self.pending: dict[int, TeamBatch] = {}
         self.handing_off = asyncio.Lock()
@@ -218,15 +225,17 @@ class DeviceSide:
         ack_seq: int | None = None,
     ) -> None:
         """Queue the newest of a frame's positions for the next hand-off, unless it was taken
-        already (a resend); the frame's ack waits on that hand-off."""
+        already (a resend), and the frame for the history; its ack waits on both."""
         worker = self.workers.get(worker_id)
         if worker is None or not positions:
             return
         batch = self.pending.get(team_id)
         if batch is None:
             batch = self.pending[team_id] = TeamBatch()
-        if ack_seq is not None:
-            batch.wait_for_ack(socket, ack_seq)
+        if ack_seq is not None or self.history is not None:
+            key = (socket, ack_seq) if ack_seq is not None else object()
+            rows = [Row(team_id, worker_id, p) for p in positions] if self.history else []
+            batch.add_frame(key, rows)
         newest = max(positions, key=lambda position: position["ts"])
         seq = newest.get("seq")
         taken = worker.taken
@@ -241,8 +250,9 @@ class DeviceSide:
 
     async def hand_off(self, team_ids: Iterable[int] | None = None) -> bool:
         """Run the pending batches (of these teams, or all) through every step at once, and
-        acknowledge their frames if every step took them; else keep them for the next time
-        (also if the hand-off is cancelled). Return whether they were taken."""
+        if every step took them, pass their frames to the history writer (or acknowledge them,
+        with the history off); else keep them for the next time (also if the hand-off is
+        cancelled). Return whether they were taken."""
         async with self.handing_off:
             if team_ids is None:
                 batches, self.pending = self.pending, {}
@@ -259,9 +269,13 @@ class DeviceSide:
             if failures:
                 metrics.LAYER_PUBLISH_ERRORS.inc()
                 return False
-            for batch in batches.values():
-                for socket, seq in batch.acks:
-                    await socket.acknowledge(seq)
+            frames: Frames = [frame for b in batches.values() for frame in b.frames.items()]
+            if self.history is not None:
+                self.history.take(frames)  # it acknowledges them once stored
+                return True
+            for key, _ in frames:
+                socket, seq = key
+                await socket.acknowledge(seq)
             return True
 
     def _put_back(self, batches: dict[int, TeamBatch]) -> None:

@@ -57,6 +57,26 @@ HELD_FRAMES = Counter(
 RATE_LIMITED_CLOSES = Counter(
     "teamtrack_rate_limited_closes", "Device sockets closed with 4429", ["reason"]
 )
+HISTORY_STORED = Counter(
+    "teamtrack_history_stored", "Positions committed to the history (resends included)"
+)
+HISTORY_PENDING = Gauge(
+    "teamtrack_history_pending", "Positions waiting for the history writer's next insert"
+)
+HISTORY_WRITE_SECONDS = Histogram(
+    "teamtrack_history_write_seconds",
+    "Time of one history insert (every team's positions of a window, or more after a failure)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+HISTORY_WRITE_ERRORS = Counter(
+    "teamtrack_history_write_errors",
+    "History inserts the database refused (their frames kept, unacknowledged, and tried again)",
+)
+HISTORY_REFUSED_FRAMES = Counter(
+    "teamtrack_history_refused_frames",
+    "Frames left unacknowledged because HISTORY_MAX_PENDING positions already waited to be "
+    "stored (their devices send them again)",
+)
 
 
 def frame_sent(frame_type: str, text: str, count: int = 1) -> None:

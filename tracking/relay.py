@@ -29,6 +29,7 @@ from teamtrack import control
 from tracking import drain, feed, metrics, protocol
 from tracking.clock import Clock, WallClock
 from tracking.devices import DeviceSide, DeviceSocket, TeamBatch
+from tracking.history_writer import HistoryWriter
 from tracking.outage import Outage
 from tracking.positions import Position
 from tracking.state import InMemoryRelayState, RedisRelayState, RelayState
@@ -43,6 +44,10 @@ __all__ = ["Relay", "RelayUnavailable", "build_relay", "get_relay", "reset_relay
 # window. Measured on 2 loaded cores, a tick's messages from the other replica arrive within 30 ms
 # (p90) of the tick; a message later than this waits for the next window's frame.
 DELIVERY_DELAY = 0.6
+
+# Seconds a draining replica keeps trying to store what its devices sent before it closes their
+# sockets: within Kubernetes' default 30 s grace, and unacknowledged frames are resent anyway.
+DRAIN_STORE_TIMEOUT = 10.0
 
 # Workers whose newest login a replica remembers (about 50 bytes each), to refuse a login that a
 # newer one overtook on its way here.
@@ -61,9 +66,11 @@ class Relay:
         slow_manager_timeout: float = 30.0,
         http_device_timeout: float = 600.0,
         offline_grace: float = 0.0,
+        history: HistoryWriter | None = None,
         clock: Clock | None = None,
     ):
         self.state = state
+        self.history = history
         self.flush_window = flush_window
         self.lease_renewal = lease_renewal
         self.clock = clock or WallClock()
@@ -72,6 +79,7 @@ class Relay:
         self.devices = DeviceSide(
             state=state,
             steps=[self.publish, self.store_latest],
+            history=history,
             clock=self.clock,
             offline_grace=offline_grace,
             **outages,
@@ -242,6 +250,8 @@ class Relay:
         if self.ticking is None:
             self.ticking = asyncio.ensure_future(self._tick_forever())
             drain.install(self)
+            if self.history is not None:
+                self._spawn(self.history.run_forever())
             if self.lease_renewal:
                 # Replicas with managers reap dead replicas' leases, even with no device here.
                 self._spawn(self._maintain())
@@ -316,6 +326,8 @@ class Relay:
         reconnects to another replica at once (SIGTERM; tracking.drain)."""
         self.devices.draining = True
         await self.tick()
+        if self.history is not None:
+            await self.history.flush_all(DRAIN_STORE_TIMEOUT)
         await self.deliver()
         for socket in [*self.devices.all_sockets(), *self.managers.sockets()]:
             await close_quietly(socket, protocol.CLOSE_SERVICE_RESTART)
@@ -332,6 +344,8 @@ class Relay:
                 task.cancel()
         self.ticking = None
         self.uploads.stop()
+        if self.history is not None:
+            self.history.stop()
 
 
 async def _reporting(outage: Outage, operation) -> None:
@@ -353,6 +367,11 @@ def build_relay(relay_class: type[Relay] = Relay) -> Relay:
         "http_device_timeout": settings.TEAMTRACK_HTTP_DEVICE_TIMEOUT,
         "offline_grace": settings.TEAMTRACK_OFFLINE_GRACE,
     }
+    if settings.TEAMTRACK_HISTORY:
+        timing["history"] = HistoryWriter(
+            window=settings.TEAMTRACK_FLUSH_WINDOW,
+            max_pending=settings.TEAMTRACK_HISTORY_MAX_PENDING,
+        )
     if settings.TEAMTRACK_RELAY_STATE == "redis":
         lease_ttl = settings.TEAMTRACK_PRESENCE_TTL
         state = RedisRelayState(

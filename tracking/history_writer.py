@@ -1,0 +1,184 @@
+"""The replica's history writer: stores every position its devices sent, once per flush window
+in one multi-row insert for all teams, and only then acknowledges the frames they came in.
+
+The device side (tracking.devices) hands a window's frames here once the live feed took them
+(published, last-known state written), so the live map never waits for the database. Storing is
+the last step an ack waits on: a frame is acknowledged (a socket's ack, an upload's 200) only
+once every one of its positions is committed.
+
+If the database is slow, frames wait here and their acks come later; devices keep their buffers
+meanwhile. If it is down, the insert fails and the frames are kept for the next window, in
+order; nothing is acknowledged, and the live map still moves. The rows kept are bounded by
+HISTORY_MAX_PENDING: past it, new frames are refused, which means their devices are not
+acknowledged and send them again later, never that an acknowledged position is dropped.
+Resends are stored once: (worker, ts) is unique, and inserts skip rows already there.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Hashable
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
+
+from django.db import IntegrityError, close_old_connections, connection, transaction
+
+from teams.models import Team, Worker
+from tracking import metrics
+from tracking.clock import Clock, WallClock
+from tracking.models import StoredPosition
+from tracking.outage import Outage
+from tracking.positions import Position
+
+logger = logging.getLogger(__name__)
+
+# Rows per INSERT statement: PostgreSQL takes at most 65,535 parameters in one (11 a row).
+INSERT_BATCH = 5_000
+
+
+class Row(NamedTuple):
+    """A position to store, with the team its worker was in when it arrived."""
+
+    team_id: int
+    worker_id: int
+    position: Position
+
+
+# A frame's ack: (the device's socket, the frame's seq); frames that asked for none have a key
+# of their own, which acknowledges nothing.
+FrameKey = Hashable
+Frames = list[tuple[FrameKey, list[Row]]]
+
+
+class HistoryWriter:
+    """Stores the frames handed to it once a window and acknowledges them when committed."""
+
+    def __init__(
+        self,
+        *,
+        window: float,
+        max_pending: int,
+        clock: Clock | None = None,
+        store=None,
+    ):
+        self.window = window
+        self.max_pending = max_pending
+        self.clock = clock or WallClock()
+        self.outage = Outage("history database")
+        # The database work runs on one thread of its own, so it keeps one connection and
+        # never takes the threads that sockets use to look tokens up.
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="history-writer")
+        self.store = store or insert_rows
+        self.pending: Frames = []
+        self.pending_rows = 0
+        self.writing = asyncio.Lock()
+
+    def take(self, frames: Frames) -> bool:
+        """Queue frames to be stored and then acknowledged. Return False, and keep none of
+        them, if that would pass HISTORY_MAX_PENDING rows: their devices get no ack and send
+        them again."""
+        rows = sum(len(frame_rows) for _, frame_rows in frames)
+        if self.pending_rows + rows > self.max_pending:
+            metrics.HISTORY_REFUSED_FRAMES.inc(len(frames))
+            self.outage.failed(HistoryFull(f"{self.pending_rows} positions wait to be stored"))
+            return False
+        self.pending.extend(frames)
+        self.pending_rows += rows
+        metrics.HISTORY_PENDING.set(self.pending_rows)
+        return True
+
+    async def flush(self) -> bool:
+        """Store every frame waiting, in one transaction, then acknowledge them. Return whether
+        they were stored; if not, they stay, ahead of any taken since."""
+        async with self.writing:
+            frames, rows = self.pending, self.pending_rows
+            if not frames:
+                return True
+            self.pending, self.pending_rows = [], 0
+            started = time.perf_counter()
+            try:
+                await asyncio.get_running_loop().run_in_executor(
+                    self.executor,
+                    self.store,
+                    [row for _, frame_rows in frames for row in frame_rows],
+                )
+            except BaseException as error:
+                self.pending, self.pending_rows = frames + self.pending, rows + self.pending_rows
+                metrics.HISTORY_PENDING.set(self.pending_rows)
+                if isinstance(error, Exception):
+                    metrics.HISTORY_WRITE_ERRORS.inc()
+                    self.outage.failed(error)
+                    return False
+                raise  # cancelled: kept, as above
+            metrics.HISTORY_WRITE_SECONDS.observe(time.perf_counter() - started)
+            metrics.HISTORY_STORED.inc(rows)
+            metrics.HISTORY_PENDING.set(self.pending_rows)
+            self.outage.recovered()
+            for key, _ in frames:
+                if isinstance(key, tuple):
+                    socket, seq = key
+                    await socket.acknowledge(seq)
+            return True
+
+    async def run_forever(self) -> None:
+        """Flush once a window, half a window after the relay's tick hands frames over."""
+        while True:
+            now = self.clock.time()
+            await self.clock.sleep_until((int(now / self.window) + 1.5) * self.window)
+            try:
+                await self.flush()
+            except Exception:
+                logger.exception("The history writer's flush failed; the next one goes on")
+
+    async def flush_all(self, timeout: float) -> bool:
+        """Store everything waiting, trying again once a window for up to `timeout` seconds
+        (a draining replica). Return whether nothing is left."""
+        deadline = self.clock.time() + timeout
+        while not await self.flush():
+            if self.clock.time() + self.window > deadline:
+                return False
+            await self.clock.sleep_until(self.clock.time() + self.window)
+        return True
+
+    def stop(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+class HistoryFull(Exception):
+    """The writer holds HISTORY_MAX_PENDING positions; new frames wait in their devices."""
+
+
+def insert_rows(rows: list[Row]) -> None:
+    """Insert positions in one transaction, skipping those stored already (resends). Rows of a
+    worker or team deleted since they arrived are left out: their history went with them."""
+    close_old_connections()  # a connection the database dropped is replaced, not failed on
+    try:
+        _insert(rows)
+    except IntegrityError:
+        workers = set(Worker.objects.filter(pk__in={r.worker_id for r in rows}).values_list("pk"))
+        teams = set(Team.objects.filter(pk__in={r.team_id for r in rows}).values_list("pk"))
+        kept = [r for r in rows if (r.worker_id,) in workers and (r.team_id,) in teams]
+        _insert(kept)
+    except Exception:
+        connection.close()  # the next try reconnects, rather than reuse a broken connection
+        raise
+
+
+def _insert(rows: list[Row]) -> None:
+    objects = [
+        StoredPosition(
+            team_id=row.team_id,
+            worker_id=row.worker_id,
+            ts=row.position["ts"],
+            lat=row.position["lat"],
+            lng=row.position["lng"],
+            acc=row.position.get("acc"),
+            speed=row.position.get("speed"),
+            heading=row.position.get("heading"),
+            alt=row.position.get("alt"),
+            batt=row.position.get("batt"),
+        )
+        for row in rows
+    ]
+    with transaction.atomic():
+        StoredPosition.objects.bulk_create(objects, batch_size=INSERT_BATCH, ignore_conflicts=True)

@@ -1,0 +1,227 @@
+"""The history writer: a frame is acknowledged only once its positions are committed; a failed
+insert keeps them, in order; its memory is bounded by refusing (never dropping) frames; resends
+are stored once; the live feed never waits for the database."""
+
+import asyncio
+import threading
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from teams.models import Team, Worker
+from tracking import metrics
+from tracking.devices import DeviceSide
+from tracking.history_writer import HistoryWriter, Row, insert_rows
+from tracking.models import StoredPosition
+from tracking.outage import Outage
+from tracking.state import InMemoryRelayState
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
+
+
+class Device:
+    def __init__(self):
+        self.acks: list[int] = []
+
+    async def acknowledge(self, seq):
+        self.acks.append(seq)
+
+    async def close_with(self, code):
+        pass
+
+
+class Store:
+    """The writer's real insert, which can be made to fail or to wait (a slow database)."""
+
+    def __init__(self):
+        self.failing = False
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def __call__(self, rows):
+        self.gate.wait(10)
+        if self.failing:
+            raise ConnectionError("the database is down")
+        insert_rows(rows)
+
+
+@pytest.fixture
+def worker():
+    team = Team.objects.create(slug="north", name="North")
+    return Worker.objects.create(team=team, name="Ann")
+
+
+def position(ts, lat=41.0):
+    return {"lat": lat, "lng": 2.0, "ts": ts, "seq": int(ts)}
+
+
+def frame(device, worker, *timestamps):
+    key = (device, int(timestamps[-1]))
+    return key, [Row(worker.team_id, worker.pk, position(ts)) for ts in timestamps]
+
+
+@sync_to_async
+def stored(worker) -> list[float]:
+    return list(
+        StoredPosition.objects.filter(worker=worker).order_by("ts").values_list("ts", flat=True)
+    )
+
+
+async def test_a_frame_is_acknowledged_only_once_its_positions_are_committed(worker):
+    store = Store()
+    writer = HistoryWriter(window=0.1, max_pending=100, store=store)
+    device = Device()
+    store.gate.clear()  # a slow database
+    writer.take([frame(device, worker, 100.0, 101.0)])
+    flushing = asyncio.ensure_future(writer.flush())
+    await asyncio.sleep(0.2)
+    assert device.acks == [] and await stored(worker) == []
+    store.gate.set()
+    assert await flushing is True
+    assert device.acks == [101]
+    assert await stored(worker) == [100.0, 101.0]  # every position of the frame, not the newest
+    writer.stop()
+
+
+async def test_a_failed_insert_keeps_its_frames_in_order_and_acknowledges_none(worker):
+    store = Store()
+    writer = HistoryWriter(window=0.1, max_pending=100, store=store)
+    device = Device()
+    writer.take([frame(device, worker, 100.0)])
+    store.failing = True
+    assert await writer.flush() is False
+    writer.take([frame(device, worker, 102.0)])  # taken while the database was down
+    assert await writer.flush() is False
+    assert device.acks == [] and await stored(worker) == []
+    assert writer.pending_rows == 2
+    store.failing = False
+    assert await writer.flush() is True
+    assert device.acks == [100, 102]
+    assert await stored(worker) == [100.0, 102.0]
+    writer.stop()
+
+
+async def test_past_its_bound_the_writer_refuses_frames_and_never_acknowledges_them(worker):
+    store = Store()
+    store.failing = True
+    writer = HistoryWriter(window=0.1, max_pending=3, store=store)
+    device = Device()
+    refused = metrics.HISTORY_REFUSED_FRAMES._value.get()
+    assert writer.take([frame(device, worker, 100.0, 101.0)]) is True
+    assert await writer.flush() is False
+    assert writer.take([frame(device, worker, 102.0, 103.0)]) is False  # 4 rows > 3
+    assert writer.pending_rows == 2
+    assert metrics.HISTORY_REFUSED_FRAMES._value.get() == refused + 1
+    store.failing = False
+    assert await writer.flush() is True
+    assert device.acks == [101]  # the refused frame's device was never told it is safe
+    # ... and its resend, once there is room, is stored and acknowledged
+    writer.take([frame(device, worker, 102.0, 103.0)])
+    assert await writer.flush() is True
+    assert device.acks == [101, 103]
+    assert await stored(worker) == [100.0, 101.0, 102.0, 103.0]
+    writer.stop()
+
+
+async def test_a_resend_is_stored_once(worker):
+    writer = HistoryWriter(window=0.1, max_pending=100)
+    device = Device()
+    writer.take([frame(device, worker, 100.0, 101.0)])
+    assert await writer.flush()
+    writer.take([frame(device, worker, 100.0, 101.0), frame(device, worker, 101.0, 102.0)])
+    assert await writer.flush()
+    assert device.acks == [101, 101, 102]
+    assert await stored(worker) == [100.0, 101.0, 102.0]
+    writer.stop()
+
+
+async def test_positions_of_a_worker_deleted_meanwhile_do_not_block_the_others(worker):
+    other = await sync_to_async(Worker.objects.create)(team_id=worker.team_id, name="Bo")
+    writer = HistoryWriter(window=0.1, max_pending=100)
+    ann, bo = Device(), Device()
+    writer.take([frame(ann, worker, 100.0), frame(bo, other, 100.0)])
+    await sync_to_async(other.delete)()
+    assert await writer.flush() is True
+    assert ann.acks == [100]
+    assert await stored(worker) == [100.0]
+    writer.stop()
+
+
+async def test_the_live_feed_never_waits_for_the_database(worker, settings):
+    """With the database stuck, the device side still publishes every window; the acks come
+    once the database takes the positions."""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    store = Store()
+    store.gate.clear()
+    writer = HistoryWriter(window=0.1, max_pending=100, store=store)
+    published = []
+
+    async def publish(batches):
+        published.append({t: dict(b.positions) for t, b in batches.items()})
+
+    async def store_latest(batches):
+        pass
+
+    side = DeviceSide(
+        state=InMemoryRelayState(),
+        state_outage=Outage("state"),
+        layer_outage=Outage("channel layer"),
+        steps=[publish, store_latest],
+        history=writer,
+    )
+    device = Device()
+    await side.worker_connected(device, team_id=worker.team_id, worker_id=worker.pk, name="Ann")
+    flushing = None
+    for second in range(3):
+        side.positions_received(
+            device,
+            team_id=worker.team_id,
+            worker_id=worker.pk,
+            positions=[position(100.0 + second)],
+            ack_seq=100 + second,
+        )
+        async with asyncio.timeout(1):
+            assert await side.hand_off() is True  # published without waiting for the insert
+        flushing = flushing or asyncio.ensure_future(writer.flush())
+        await asyncio.sleep(0.05)
+    assert [p[worker.team_id][worker.pk]["ts"] for p in published] == [100.0, 101.0, 102.0]
+    assert device.acks == []
+    store.gate.set()
+    await flushing
+    await writer.flush()
+    assert device.acks == [100, 101, 102]
+    assert await stored(worker) == [100.0, 101.0, 102.0]
+    writer.stop()
+
+
+async def test_a_late_buffered_frame_is_stored_though_the_map_has_newer(worker, settings):
+    """A device's buffer sent after its live positions is older than what the map shows: the
+    live feed ignores it, the history keeps it."""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    writer = HistoryWriter(window=0.1, max_pending=100)
+
+    async def step(batches):
+        pass
+
+    side = DeviceSide(
+        state=InMemoryRelayState(),
+        state_outage=Outage("state"),
+        layer_outage=Outage("channel layer"),
+        steps=[step, step],
+        history=writer,
+    )
+    device = Device()
+    await side.worker_connected(device, team_id=worker.team_id, worker_id=worker.pk, name="Ann")
+    for seq, timestamps in [(1, [200.0]), (2, [150.0, 160.0])]:
+        side.positions_received(
+            device,
+            team_id=worker.team_id,
+            worker_id=worker.pk,
+            positions=[position(ts) for ts in timestamps],
+            ack_seq=seq,
+        )
+    await side.hand_off()
+    await writer.flush()
+    assert device.acks == [1, 2]
+    assert await stored(worker) == [150.0, 160.0, 200.0]
+    writer.stop()
