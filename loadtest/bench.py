@@ -3,13 +3,16 @@ on the real local cluster (nginx, N daphne replicas, Redis or Kafka), measured i
 
     python -m loadtest.bench [--layer redis|redis-core|kafka] [--replicas 2] [--quick]
 
+    python -m loadtest.bench --database postgres --modes batched,live-only   # history's cost
+
 For each mode (bare: frames received and dropped; stock: one group_send per position and one
-encode per manager, loadtest/stock.py; batched: TeamTrack's relay) it starts the cluster, then:
+encode per manager, loadtest/stock.py; batched: TeamTrack's relay, storing every position;
+live-only: the same with HISTORY=false) it starts the cluster, then:
 - idle: holds idle device sockets on one replica and reports its memory per connection;
 - steps: raises the number of devices sending one position a second until a step is not
   sustained (p99 latency above 250 ms, a latest position missing, an error, or the generator
   or server falling behind), reporting rates, latency, delivery, and server CPU per position
-  (daphne, nginx and the broker, from /proc);
+  (daphne, nginx, the broker and PostgreSQL, from /proc) and positions stored per second;
 - fan-out (relay modes): one team of many workers watched by many manager sockets.
 The load generator runs in several processes (loadtest/generator.py); its CPU is reported too.
 Results go to loadtest/results/bench-<layer>.{json,md} (or --output-dir), with the machine's
@@ -17,12 +20,16 @@ cores and the git revision. It also writes the provisioned tokens for the locust
 """
 
 import argparse
+import contextlib
 import json
 import math
+import sqlite3
 import time
 import urllib.request
 import uuid
 from pathlib import Path
+
+import psycopg
 
 from deploy.cluster import LocalCluster, manage
 from loadtest.fleet import Generators, delivery, watch_entries
@@ -30,9 +37,12 @@ from loadtest.generator import ms
 from loadtest.machine import children, process_cpu, process_rss
 from loadtest.runs import (
     PASSWORD,
+    POSTGRES_ADMIN_URL,
     begin_run,
     flush_window,
     log,
+    postgres_cpu_seconds,
+    postgres_database,
     provision_teams,
     redis_pid,
     redis_url,
@@ -42,7 +52,9 @@ from loadtest.runs import (
 )
 
 RESULTS = Path(__file__).with_name("results")
-MODES = ("bare", "stock", "batched")
+# batched: the relay as shipped, history on; live-only: the same with HISTORY=false, so that the
+# run reports what storing every position costs.
+MODES = ("bare", "stock", "batched", "live-only")
 P99_LIMIT_MS = 250
 SENT_SHARE = 0.98  # below this share of the offered rate, the generator (or machine) fell behind
 
@@ -53,20 +65,33 @@ SENT_SHARE = 0.98  # below this share of the offered rate, the generator (or mac
 class ServerProcesses:
     """The processes whose CPU counts as the server's: replicas, nginx, and the brokers."""
 
-    def __init__(self, cluster: LocalCluster, broker_pids: list[int]):
+    def __init__(self, cluster: LocalCluster, broker_pids: list[int], postmaster: int | None):
         self.replicas = [p.pid for p in cluster.replicas]
         self.nginx = [cluster.nginx.pid, *children(cluster.nginx.pid)]
         self.brokers = broker_pids
+        self.postmaster = postmaster
 
     def cpu(self) -> dict[str, float]:
         return {
             "daphne": sum(map(process_cpu, self.replicas)),
             "nginx": sum(map(process_cpu, self.nginx)),
             "broker": sum(map(process_cpu, self.brokers)),
+            # PostgreSQL, the whole server (SQLite's work is inside daphne's figure)
+            "database": postgres_cpu_seconds(self.postmaster) if self.postmaster else 0.0,
         }
 
     def replica_rss(self) -> int:
         return sum(map(process_rss, self.replicas))
+
+
+def stored_positions(database_url: str) -> int:
+    """Positions in the history table now (the writer's commits, counted in the database)."""
+    if database_url.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as db:
+            query = "SELECT count(*) FROM tracking_storedposition"
+            return db.execute(query).fetchone()[0]
+    with psycopg.connect(database_url) as db:
+        return db.execute("SELECT count(*) FROM tracking_storedposition").fetchone()[0]
 
 
 def cpu_delta(after: dict, before: dict) -> dict:
@@ -82,7 +107,7 @@ class Bench:
         self.world = world
         self.cluster = cluster
         self.mode = mode
-        self.server = ServerProcesses(cluster, broker_pids)
+        self.server = ServerProcesses(cluster, broker_pids, world.get("postmaster"))
         self.sessions: dict[str, dict] = world.setdefault("sessions", {})
 
     @property
@@ -174,6 +199,7 @@ class Bench:
         log(f"  {devices} devices ({opened} open), {watches} manager sockets: warming up")
         time.sleep(args.warmup)
         generators.collect()
+        stored_before = stored_positions(self.world["database_url"])
         cpu_before, started = self.server.cpu(), time.monotonic()
         for second in range(int(args.seconds)):
             time.sleep(1)
@@ -181,6 +207,7 @@ class Bench:
                 log(f"    {second + 1} s")
         time.sleep(args.seconds - int(args.seconds))
         cpu = cpu_delta(self.server.cpu(), cpu_before)
+        stored = stored_positions(self.world["database_url"]) - stored_before
         generators.run(0)
         elapsed = time.monotonic() - started
         time.sleep(self.world["flush_window"] + 1.0)
@@ -197,6 +224,7 @@ class Bench:
             },
             "server_cpu_cores": round(sum(cpu.values()) / elapsed, 2),
             "generator_cpu_cores": round(report["cpu_cores"], 2),
+            "stored_per_s": round(stored / elapsed),
             "rss_kb_per_connection": round(
                 (self.server.replica_rss() - rss_base) / (devices + watches) / 1024, 1
             ),
@@ -332,6 +360,8 @@ def provision(env: dict, args) -> dict:
 def run_mode(mode: str, args, world: dict, base_env: dict, broker_pids: list[int]) -> dict:
     log(f"\n== {mode} ({args.layer}, {args.replicas} replicas) ==")
     env = {**base_env, "REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}"}
+    if mode == "live-only":
+        env["HISTORY"] = "false"
     application = {
         "bare": "loadtest.bare:application",
         "stock": "loadtest.stock:application",
@@ -370,6 +400,9 @@ def ratios(modes: dict) -> list[str]:
                 f"Server CPU per position at {devices} devices, batched / bare: "
                 f"{cpu[0]['total']} / {cpu[1]['total']} µs = {cpu[0]['total'] / cpu[1]['total']:.2f}"
             )
+    live_only = modes.get("live-only")
+    if batched and live_only:
+        lines += history_cost(batched, live_only)
     for name, baseline in (("stock", stock), ("bare", bare)):
         if not (batched and baseline):
             continue
@@ -385,6 +418,28 @@ def ratios(modes: dict) -> list[str]:
     return lines
 
 
+def history_cost(batched: dict, live_only: dict) -> list[str]:
+    """What storing every position costs: the relay with its history against the same without."""
+    mine, theirs = batched["sustained_devices"], live_only["sustained_devices"]
+    lines = [
+        f"History's cost in sustained devices, batched / live-only: {mine} / {theirs}"
+        + (f" = {mine / theirs:.2f}" if theirs else "")
+        + (" (live-only sustained its highest step)" if live_only["steps"][-1]["sustained"] else "")
+    ]
+    by_devices = {s["devices"]: s for s in live_only["steps"]}
+    for step in batched["steps"]:
+        other = by_devices.get(step["devices"])
+        if other is None:
+            continue
+        cpu, base = step["server_cpu_us_per_position"], other["server_cpu_us_per_position"]
+        lines.append(
+            f"Server CPU per position at {step['devices']} devices, database included, batched / "
+            f"live-only: {cpu['total']} / {base['total']} µs = {cpu['total'] / base['total']:.2f}; "
+            f"the writer committed {step['stored_per_s']} positions/s"
+        )
+    return lines
+
+
 def markdown(result: dict) -> str:
     lines = [
         f"# Benchmark: {result['layer']} layer, {result['replicas']} replicas behind nginx",
@@ -394,8 +449,10 @@ def markdown(result: dict) -> str:
         f"{result['generators']} processes. Each step runs {result['seconds']} s after "
         f"{result['warmup']} s of warm-up. Written by `{result['command']}`.",
         "",
-        "Server CPU counts every daphne replica, nginx and the broker (Redis, and the Kafka "
-        "broker on Kafka), from /proc, per position sent. Sustained: no errors, at least 98% of "
+        "Server CPU counts every daphne replica, nginx, the broker (Redis, and the Kafka "
+        "broker on Kafka) and the database server (PostgreSQL; SQLite works inside daphne), "
+        f"from /proc, per position sent. Database: {result.get('database', 'sqlite')}; "
+        "stored/s: positions the history writers committed per second. Sustained: no errors, at least 98% of "
         f"the offered rate sent, p99 at most {P99_LIMIT_MS} ms and every worker's latest "
         "position at every manager of its team (bare: every frame received, backlog drained "
         f"within {P99_LIMIT_MS} ms).",
@@ -407,9 +464,9 @@ def markdown(result: dict) -> str:
     lines += [f"- {line}" for line in result["ratios"]]
     lines += ["", "## Steps", "",
               "| mode | devices | sent/s | delivered/s | p50 ms | p95 ms | p99 ms | latest % | "
-              "errors | server µs/position (daphne+nginx+broker) | server cores | generator cores "
-              "| KB/conn | sustained |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+              "errors | server µs/position (daphne+nginx+broker+database) | server cores | "
+              "generator cores | stored/s | KB/conn | sustained |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for mode, data in result["modes"].items():
         for s in data["steps"]:
             latency = s.get("latency_ms", {})
@@ -420,9 +477,9 @@ def markdown(result: dict) -> str:
                 f"{ms(latency.get('p50'))} | {ms(latency.get('p95'))} | "
                 f"{ms(latency['p99']) if latency else 'drain ' + str(s['drain_ms'])} | "
                 f"{s.get('latest_delivered_pct', '–')} | {s['errors']} | "
-                f"{cpu['total']} ({cpu['daphne']}+{cpu['nginx']}+{cpu['broker']}) | "
-                f"{s['server_cpu_cores']} | {s['generator_cpu_cores']} | "
-                f"{s['rss_kb_per_connection']} | {'yes' if s['sustained'] else 'no'} |"
+                f"{cpu['total']} ({cpu['daphne']}+{cpu['nginx']}+{cpu['broker']}"
+                f"+{cpu.get('database', 0)}) | {s['server_cpu_cores']} | {s['generator_cpu_cores']} | "
+                f"{s.get('stored_per_s', '–')} | {s['rss_kb_per_connection']} | {'yes' if s['sustained'] else 'no'} |"
             )
     lines += ["", "Highest sustained device count (1 position/s each): " + ", ".join(
         f"{mode} {data['sustained_devices']}" for mode, data in result["modes"].items())]  # fmt: skip
@@ -475,6 +532,13 @@ def parse_args(argv=None):
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
     parser.add_argument("--name", help="results file name (default bench-<layer>[-quick])")
     parser.add_argument("--workdir", type=Path, help="databases and logs (default: temporary)")
+    parser.add_argument(
+        "--database",
+        default="sqlite",
+        choices=["sqlite", "postgres"],
+        help="postgres: a throwaway database on --postgres-admin-url, its server's CPU counted",
+    )
+    parser.add_argument("--postgres-admin-url", default=POSTGRES_ADMIN_URL)
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.warmup, args.idle = 3, 1.5, 500
@@ -493,11 +557,25 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     revision, command, workdir, env = begin_run("bench", argv, args.workdir)
+    with contextlib.ExitStack() as stack:
+        postmaster = None
+        if args.database == "postgres":
+            url, postmaster = stack.enter_context(postgres_database(args.postgres_admin_url))
+            env["DATABASE_URL"] = url
+        result = run(args, env, revision, command, workdir, postmaster)
+    log("\n" + markdown(result))
+    log(f"Results: {args.output_dir}/{result_name(args)}.{{json,md}}")
+    log(f"Teams and tokens for loadtest/locustfile.py: {workdir}/provision.json")
+    return result
+
+
+def run(args, env: dict, revision: str, command: str, workdir: Path, postmaster) -> dict:
     broker = None
     try:
         broker = start_broker(args.layer, env)
         world = provision(env, args)
         world["flush_window"] = flush_window()
+        world["database_url"], world["postmaster"] = env["DATABASE_URL"], postmaster
         broker_pids = [redis_pid(redis_url())] + ([broker.process.pid] if broker else [])
         modes = {}
         for mode in args.modes:
@@ -506,11 +584,7 @@ def main(argv=None) -> dict:
     finally:
         if broker is not None:
             broker.stop()
-    result = write_results(args, revision, command, modes, workdir)
-    log("\n" + markdown(result))
-    log(f"Results: {args.output_dir}/{result_name(args)}.{{json,md}}")
-    log(f"Teams and tokens for loadtest/locustfile.py: {workdir}/provision.json")
-    return result
+    return write_results(args, revision, command, modes, workdir)
 
 
 def result_name(args) -> str:
@@ -525,6 +599,7 @@ def write_results(args, revision: str, command: str, modes: dict, workdir: Path)
         "seconds": args.seconds,
         "warmup": args.warmup,
         "quick": args.quick,
+        "database": args.database,
         "modes": modes,
         "ratios": ratios(modes),
     }

@@ -29,7 +29,6 @@ import uuid
 from pathlib import Path
 
 import psutil
-import psycopg
 
 from deploy.cluster import LocalCluster, manage
 from loadtest.fleet import Generators, delivery, watch_entries
@@ -37,9 +36,12 @@ from loadtest.generator import ms, percentile
 from loadtest.http_phones import KINDS, HttpPhones
 from loadtest.machine import children, process_cpu
 from loadtest.runs import (
+    POSTGRES_ADMIN_URL,
     begin_run,
     flush_window,
     log,
+    postgres_cpu_seconds,
+    postgres_database,
     provision_teams,
     redis_pid,
     redis_url,
@@ -48,10 +50,6 @@ from loadtest.runs import (
 )
 
 RESULTS = Path(__file__).with_name("results")
-# Where --database postgres makes its throwaway database (a superuser; trust authentication).
-POSTGRES_ADMIN_URL = os.environ.get(
-    "TEAMTRACK_PHONES_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 SOCKET, IDLE = "socket", "idle"
 ALL_KINDS = (SOCKET, *KINDS)
 
@@ -77,35 +75,6 @@ class Processes:
         seconds["machine"] = busy_cpu_seconds()
         seconds["this"] = process_cpu(os.getpid())
         return seconds
-
-
-def postgres_cpu_seconds(postmaster: int) -> float:
-    """CPU seconds of the whole PostgreSQL server: the postmaster, its live processes and those it
-    reaped (a backend per connection: one that ends within a window still counts)."""
-    try:
-        process = psutil.Process(postmaster)
-        times = process.cpu_times()
-        live = process.children()
-    except psutil.NoSuchProcess:
-        return 0.0
-    reaped = times.children_user + times.children_system
-    return times.user + times.system + reaped + sum(process_cpu(child.pid) for child in live)
-
-
-@contextlib.contextmanager
-def postgres_database(admin_url: str):
-    """A throwaway PostgreSQL database: yield its URL and the postmaster's pid; drop it after."""
-    admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=5)
-    name = f"teamtrack_phones_{uuid.uuid4().hex[:10]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        data = admin.execute("SHOW data_directory").fetchone()[0]
-        postmaster = int((Path(data) / "postmaster.pid").read_text().split()[0])
-        info = admin.info
-        yield f"postgres://{info.user}@{info.host}:{info.port}/{name}", postmaster
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def busy_cpu_seconds() -> float:

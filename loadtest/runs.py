@@ -2,21 +2,30 @@
 says of itself: the revision, the command line, the work folder and its environment, the Kafka
 broker, the provisioned teams, the relay's settings, and the facts every results file carries."""
 
+import contextlib
 import json
 import os
 import secrets
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
+import psutil
+import psycopg
 import redis
 
 from deploy.cluster import manage
 from deploy.processes import raise_open_file_limit
 from deploy.tansu import KafkaBroker
-from loadtest.machine import cpu_model, git_revision
+from loadtest.machine import cpu_model, git_revision, process_cpu
 
 PASSWORD = "bench-password-123"  # of every manager a run provisions
+# Where --database postgres makes its throwaway database (a superuser; trust authentication).
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEAMTRACK_BENCH_POSTGRES",
+    os.environ.get("TEAMTRACK_PHONES_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"),
+)
 
 
 def log(message: str) -> None:
@@ -98,3 +107,32 @@ def save_results(output_dir: Path, name: str, result: dict, markdown: str) -> No
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
     (output_dir / f"{name}.md").write_text(markdown)
+
+
+def postgres_cpu_seconds(postmaster: int) -> float:
+    """CPU seconds of the whole PostgreSQL server: the postmaster, its live processes and those it
+    reaped (a backend per connection: one that ends within a window still counts)."""
+    try:
+        process = psutil.Process(postmaster)
+        times = process.cpu_times()
+        live = process.children()
+    except psutil.NoSuchProcess:
+        return 0.0
+    reaped = times.children_user + times.children_system
+    return times.user + times.system + reaped + sum(process_cpu(child.pid) for child in live)
+
+
+@contextlib.contextmanager
+def postgres_database(admin_url: str):
+    """A throwaway PostgreSQL database: yield its URL and the postmaster's pid; drop it after."""
+    admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=5)
+    name = f"teamtrack_bench_{uuid.uuid4().hex[:10]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        data = admin.execute("SHOW data_directory").fetchone()[0]
+        postmaster = int((Path(data) / "postmaster.pid").read_text().split()[0])
+        info = admin.info
+        yield f"postgres://{info.user}@{info.host}:{info.port}/{name}", postmaster
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()

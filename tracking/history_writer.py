@@ -72,6 +72,7 @@ class HistoryWriter:
         self.pending: Frames = []
         self.pending_rows = 0
         self.writing = asyncio.Lock()
+        self.stopped = False
 
     def take(self, frames: Frames) -> bool:
         """Queue frames to be stored and then acknowledged. Return False, and keep none of
@@ -141,7 +142,12 @@ class HistoryWriter:
         return True
 
     def stop(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        """Let an insert under way finish, and close the thread's connection (a test's database
+        is flushed next; a replica is stopping)."""
+        if not self.stopped:
+            self.stopped = True
+            self.executor.submit(connection.close)
+            self.executor.shutdown(wait=True)
 
 
 class HistoryFull(Exception):

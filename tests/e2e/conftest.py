@@ -1,11 +1,13 @@
 """Real server processes for end-to-end tests: daphne (or the demo) on a free port, own database."""
 
+import glob
 import json
 import os
 import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -237,3 +239,52 @@ def postgres_database():
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+class PostgresServer:
+    """A PostgreSQL server of the test's own (initdb in a temporary folder, on a free port),
+    which the test may stop, crash and start again: the machine's own keeps serving the other
+    tests. Run as the `postgres` user when the tests run as root (initdb refuses root)."""
+
+    def __init__(self):
+        self.bin = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))[-1]).parent
+        # Not under pytest's own temporary folders: those are private to root.
+        self.directory = Path(tempfile.mkdtemp(prefix="teamtrack-pg-"))
+        self.data = self.directory / "data"
+        self.port = free_port()
+        self.url = f"postgres://postgres@127.0.0.1:{self.port}/postgres"
+        self.as_postgres = os.geteuid() == 0
+        if self.as_postgres:
+            shutil.chown(self.directory, "postgres", "postgres")
+        self._run("initdb", "-D", self.data, "-U", "postgres", "-A", "trust", "--no-sync")
+
+    def _run(self, tool: str, *args) -> None:
+        command = [str(self.bin / tool), *map(str, args)]
+        if self.as_postgres:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+
+    def start(self) -> "PostgresServer":
+        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory} -c fsync=off"
+        self._run(
+            "pg_ctl", "-D", self.data, "-l", self.directory / "log", "-o", options, "-w", "start"
+        )
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop it: `fast` ends every session, `immediate` is a crash."""
+        self._run("pg_ctl", "-D", self.data, "-m", mode, "-w", "stop")
+
+    def remove(self) -> None:
+        try:
+            self.stop("immediate")
+        except subprocess.CalledProcessError:
+            pass  # stopped already
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def private_postgres():
+    server = PostgresServer().start()
+    yield server
+    server.remove()

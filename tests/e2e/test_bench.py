@@ -22,7 +22,7 @@ def test_quick_benchmark_measures_every_mode_side_by_side(tmp_path):
     assert "warming up" in run.stdout  # progress is shown while it runs
     result = json.loads((tmp_path / "bench-redis-quick.json").read_text())
     assert result["cores"] >= 1 and result["revision"]
-    assert set(result["modes"]) == {"bare", "stock", "batched"}
+    assert set(result["modes"]) == {"bare", "stock", "batched", "live-only"}
     assert "| batched |" in (tmp_path / "bench-redis-quick.md").read_text()
 
     for mode, data in result["modes"].items():
@@ -35,11 +35,16 @@ def test_quick_benchmark_measures_every_mode_side_by_side(tmp_path):
         assert first["server_cpu_us_per_position"]["daphne"] > 0, mode
 
     assert result["modes"]["bare"]["steps"][0]["received_pct"] == 100.0
-    for mode in ("stock", "batched"):
+    for mode in ("stock", "batched", "live-only"):
         first = result["modes"][mode]["steps"][0]
         assert first["latest_delivered_pct"] == 100.0, mode
         assert 0 < first["latency_ms"]["p50"] <= first["latency_ms"]["p99"], mode
         assert first["delivered_per_s"] > 0, mode
+    # The relay stores every position it relays; with HISTORY=false it stores none.
+    stored = result["modes"]["batched"]["steps"][0]["stored_per_s"]
+    assert stored >= 0.9 * result["modes"]["batched"]["steps"][0]["sent_per_s"]
+    assert result["modes"]["live-only"]["steps"][0]["stored_per_s"] == 0
+    assert any("History's cost" in line for line in result["ratios"])
 
     fanout = result["modes"]["batched"]["fanout"]
     assert fanout["manager_sockets"] == 10 and fanout["errors"] == 0
