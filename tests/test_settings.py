@@ -192,6 +192,8 @@ def test_check_deploy_passes_the_documented_production_environment():
         {"WORKER_FRAME_BURST": "0"},
         {"OFFLINE_GRACE_SECONDS": "8", "PRESENCE_TTL_SECONDS": "15"},
         {"OFFLINE_GRACE_SECONDS": "-1"},
+        {"HISTORY_RETENTION_DAYS": "0"},
+        {"HISTORY_MAX_PENDING": "0"},
     ],
 )
 def test_limits_that_could_not_work_stop_the_start(monkeypatch, variables):
@@ -204,3 +206,18 @@ def test_limits_that_could_not_work_stop_the_start(monkeypatch, variables):
 def test_a_short_presence_lease_shortens_the_default_grace(monkeypatch):
     loaded = load_settings(monkeypatch, DEBUG="true", PRESENCE_TTL_SECONDS="3")
     assert loaded["TEAMTRACK_OFFLINE_GRACE"] == pytest.approx(0.6)
+
+
+def test_the_embedded_sqlite_database_runs_in_wal_mode(tmp_path):
+    """WAL lets the map's reads and the history writer's inserts go on at once."""
+    database = tmp_path / "db.sqlite3"
+    script = (
+        "import django; django.setup(); from django.db import connection; "
+        "print(connection.cursor().execute('PRAGMA journal_mode').fetchone()[0])"
+    )
+    env = {**os.environ, "DEBUG": "true", "DATABASE_URL": f"sqlite:///{database}"}
+    env["DJANGO_SETTINGS_MODULE"] = "teamtrack.settings"
+    run = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert run.stdout.strip() == "wal", run.stderr
