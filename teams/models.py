@@ -61,3 +61,23 @@ class Enrolment(models.Model):
 
     def __str__(self):
         return f"Enrolment of {self.worker} until {self.expires_at:%Y-%m-%d %H:%M}"
+
+
+class ApiToken(models.Model):
+    """A manager's personal token for the history API (tracking/api/): it acts as its user,
+    seeing what they see. Like a device token, only its SHA-256 is kept; the token itself is
+    shown once, when it is created."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    name = models.CharField(max_length=100, help_text="What it is for, to tell tokens apart.")
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # Updated at most once a minute (tracking/api/authentication.py): a script polling every
+    # second must not write a row a second.
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return self.name

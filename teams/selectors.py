@@ -7,7 +7,7 @@ from django.conf import settings
 from django.contrib.auth import get_user
 from django.db.models import QuerySet
 
-from teams.models import Team, Worker
+from teams.models import ApiToken, Team, Worker
 from teams.tokens import token_hash
 
 
@@ -22,6 +22,12 @@ def team_list_for_user(*, user) -> QuerySet[Team]:
 
 def team_get_by_slug(*, slug: str) -> Team | None:
     return Team.objects.filter(slug=slug).first()
+
+
+def team_get_for_user(*, user, slug: str) -> Team | None:
+    """Return the team with this slug if the user may watch it, else None: the API answers a
+    team it may not see as it answers one that does not exist, so slugs do not leak."""
+    return team_list_for_user(user=user).filter(slug=slug).first()
 
 
 def team_can_watch(*, user, team: Team) -> bool:
@@ -63,3 +69,24 @@ def worker_get_by_token(*, token: str) -> Worker | None:
         .filter(token_hash=token_hash(token), active=True)
         .first()
     )
+
+
+def api_token_list_for_user(*, user) -> QuerySet[ApiToken]:
+    """Return the user's own API tokens, newest first (hashes only: the tokens are not kept)."""
+    return ApiToken.objects.filter(user=user)
+
+
+def api_token_get_active(*, token: str) -> ApiToken | None:
+    """Return the API token with this value, with its user, or None (also when the user is
+    inactive: deactivating a manager stops their scripts too)."""
+    return (
+        ApiToken.objects.select_related("user")
+        .filter(token_hash=token_hash(token), user__is_active=True)
+        .first()
+    )
+
+
+def user_for_api_token(*, token: str):
+    """Return the active user an API token acts for, or None."""
+    api_token = api_token_get_active(token=token)
+    return api_token.user if api_token is not None else None

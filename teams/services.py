@@ -1,8 +1,9 @@
 """Writes to teams, managers, workers and enrolment links. Socket effects are sent after the
 transaction commits."""
 
+import secrets
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from django.conf import settings
@@ -12,7 +13,7 @@ from django.contrib.auth.password_validation import validate_password
 from django.db import transaction
 from django.utils import timezone
 
-from teams.models import Enrolment, Team, Worker
+from teams.models import ApiToken, Enrolment, Team, Worker
 from teams.tokens import (
     enrolment_code_generate,
     enrolment_code_hash,
@@ -187,3 +188,40 @@ def _audit(actor, worker: Worker, message: str) -> None:
 
 def _close_sockets_on_commit(worker: Worker) -> None:
     transaction.on_commit(partial(close_worker_sockets, worker.pk))
+
+
+# ---------------------------------------------------------------- personal API tokens
+
+# Not the device tokens' "tt_": a token found in a paste or a repository says at once whether it
+# opens a manager's history (revoke it on /account/api-tokens/) or a worker's device.
+API_TOKEN_PREFIX = "tta_"
+# How stale last_used_at may be: the API writes it at most once a minute per token.
+API_TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
+
+
+@transaction.atomic
+def api_token_create(*, user, name: str) -> tuple[ApiToken, str]:
+    """Create a personal API token for `user`; return it and the token string, which is shown
+    only now (only its hash is kept)."""
+    token = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    api_token = ApiToken(user=user, name=name.strip(), token_hash=token_hash(token))
+    api_token.full_clean()
+    api_token.save()
+    return api_token, token
+
+
+@transaction.atomic
+def api_token_revoke(*, user, token_id: int) -> bool:
+    """Delete one of `user`'s own tokens; False when they hold none with this id (another
+    user's token is left alone, and looks the same as a missing one)."""
+    deleted, _ = ApiToken.objects.filter(user=user, pk=token_id).delete()
+    return deleted > 0
+
+
+def api_token_touch(*, api_token: ApiToken, now: datetime | None = None) -> None:
+    """Record that the token was used, unless that was recorded less than a minute ago."""
+    now = now or timezone.now()
+    last = api_token.last_used_at
+    if last is None or now - last >= API_TOKEN_TOUCH_INTERVAL:
+        ApiToken.objects.filter(pk=api_token.pk).update(last_used_at=now)
+        api_token.last_used_at = now

@@ -390,4 +390,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Read-only: the teams you manage, their workers, and their stored positions.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema holds no data: served to anyone, whatever credentials (even bad ones) come along.
+    "SERVE_AUTHENTICATION": [],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",  # the default
+        "tracking.api.schema.allow_empty_filters",
+    ],
 }

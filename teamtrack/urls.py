@@ -6,6 +6,7 @@ from tracking import health, metrics
 urlpatterns = [
     path("", include("teams.urls")),
     path("", include("tracking.urls")),
+    path("api/v1/", include("tracking.api.urls")),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
