@@ -1,4 +1,5 @@
-"""Pages of teams: the list, a team's live map, its workers and their phone setup."""
+"""Pages of teams: the list, a team's live map, its workers and their phone setup; a user's
+personal API tokens."""
 
 from django.urls import path
 
@@ -17,5 +18,11 @@ urlpatterns = [
         "teams/<slug:slug>/workers/<int:worker_id>/setup/",
         views.team_worker_setup,
         name="team-worker-setup",
+    ),
+    path("account/api-tokens/", views.api_tokens, name="api-tokens"),
+    path(
+        "account/api-tokens/<int:token_id>/revoke/",
+        views.api_token_revoke,
+        name="api-token-revoke",
     ),
 ]

@@ -1,4 +1,5 @@
-"""Pages: the teams a user may watch, a team's live map, its workers and their phone setup.
+"""Pages: the teams a user may watch, a team's live map, its workers and their phone setup, and
+a user's personal API tokens.
 
 Each team page is for the team's managers (or superusers); a worker is found only within the
 team named in the URL, so a manager can never reach another team's worker by its id.
@@ -7,7 +8,7 @@ team named in the URL, so a manager can never reach another team's worker by its
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
@@ -95,6 +96,38 @@ def team_worker_setup(request, slug, worker_id):
     response = render(request, "teams/worker_setup_issued.html", context)
     response["Cache-Control"] = "no-store"  # no copy in the browser's cache or history
     return response
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def api_tokens(request):
+    """GET lists the user's tokens; POST creates one and shows it, once, in its own response
+    (never in a redirect, a URL, a message or the session)."""
+    context = {"errors": [], "name": "", "created": None, "token": None}
+    status = 200
+    if request.method == "POST":
+        context["name"] = request.POST.get("name", "")
+        try:
+            context["created"], context["token"] = services.api_token_create(
+                user=request.user, name=context["name"]
+            )
+        except ValidationError as error:
+            context["errors"] = error.messages  # the name's: the only field a user gives
+            status = 400
+    context["tokens"] = selectors.api_token_list_for_user(user=request.user)
+    response = render(request, "teams/api_tokens.html", context, status=status)
+    if context["token"] is not None:
+        response["Cache-Control"] = "no-store"  # no copy in the browser's cache or history
+    return response
+
+
+@login_required
+@require_http_methods(["POST"])
+def api_token_revoke(request, token_id):
+    if not services.api_token_revoke(user=request.user, token_id=token_id):
+        raise Http404("No such token")  # also another user's: whose ids exist is not told
+    messages.success(request, "Revoked the token: it no longer opens the API.")
+    return redirect("api-tokens")
 
 
 def _team_for_manager(request, slug: str) -> Team:

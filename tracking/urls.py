@@ -1,8 +1,8 @@
-"""HTTP routes of the browser tracking page."""
+"""HTTP routes of the browser tracking page and of a team's history page."""
 
 from django.urls import path
 
-from tracking import track_views
+from tracking import history_views, track_views
 
 # The phone apps' endpoints (/osmand/, /owntracks/) are consumers: tracking/routing.py.
 urlpatterns = [
@@ -12,4 +12,9 @@ urlpatterns = [
     path("track/manifest.webmanifest", track_views.track_manifest, name="track-manifest"),
     path("track/icon.svg", track_views.track_icon, name="track-icon"),
     path("track/sw.js", track_views.track_service_worker, name="track-sw"),
+    # A team's history page and what it reads (tracking/history_views.py).
+    path("teams/<slug:slug>/history/", history_views.history_page, name="team-history"),
+    path("teams/<slug:slug>/history/tracks.json", history_views.history_tracks),
+    path("teams/<slug:slug>/history/moment.json", history_views.history_moment),
+    path("teams/<slug:slug>/history/export.<str:kind>", history_views.history_export),
 ]
