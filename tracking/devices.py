@@ -39,6 +39,9 @@ STEP_TIMEOUT = 5.0
 # Frames a team's batch keeps waiting while it cannot be handed on: a team of 100 devices sending
 # a frame a second fills it in 100 s, and it costs about 2 MB (more with the history's positions).
 MAX_WAITING_ACKS = 10_000
+# Positions those frames may hold for the history, for the same reason: frames of 500 positions
+# (a full batch) reach it after 100 frames, about 15 MB.
+MAX_WAITING_ROWS = 50_000
 
 
 class DeviceSocket(Protocol):
@@ -76,14 +79,13 @@ class TeamBatch:
     # none, -> every position in it, for the history (none with the history off). A dict, so
     # that a frame resent many times during an outage waits once.
     frames: dict[FrameKey, list[Row]] = field(default_factory=dict)
+    rows: int = 0  # positions in `frames`
 
     def add_frame(self, key: FrameKey, rows: list[Row]) -> None:
-        """Acknowledge this frame once the batch is handed on and stored. Past MAX_WAITING_ACKS
-        (a long outage) the oldest waiting frame is forgotten: its device never hears of it and
-        resends it, which breaks no promise, where memory would grow with every frame."""
+        """Acknowledge this frame once the batch is handed on and stored."""
+        self.rows += len(rows) - len(self.frames.get(key, ()))
         self.frames[key] = rows
-        if len(self.frames) > MAX_WAITING_ACKS:
-            del self.frames[next(iter(self.frames))]
+        self._keep_bounded()
 
     def merge_into(self, later: "TeamBatch") -> None:
         """Put this (failed, earlier) batch back under `later`: the newest positions win, and
@@ -92,8 +94,15 @@ class TeamBatch:
             if is_newer(position, later.positions.get(worker_id)):
                 later.positions[worker_id] = position
         later.frames = {**self.frames, **later.frames}
-        while len(later.frames) > MAX_WAITING_ACKS:
-            del later.frames[next(iter(later.frames))]
+        later.rows = sum(map(len, later.frames.values()))
+        later._keep_bounded()
+
+    def _keep_bounded(self) -> None:
+        """Past MAX_WAITING_ACKS frames or MAX_WAITING_ROWS positions (a long outage), forget
+        the oldest frames: their devices never hear of them and resend them, which breaks no
+        promise, where memory would grow with every frame."""
+        while len(self.frames) > MAX_WAITING_ACKS or self.rows > MAX_WAITING_ROWS:
+            self.rows -= len(self.frames.pop(next(iter(self.frames))))
 
 
 # A step a batch must pass before it is acknowledged: it raises if it could not take them all.

@@ -225,3 +225,48 @@ async def test_a_late_buffered_frame_is_stored_though_the_map_has_newer(worker, 
     assert device.acks == [1, 2]
     assert await stored(worker) == [150.0, 160.0, 200.0]
     writer.stop()
+
+
+async def test_a_long_outage_keeps_a_bounded_number_of_waiting_positions(
+    worker, settings, monkeypatch
+):
+    """Frames kept through a live outage carry their positions for the history: past
+    MAX_WAITING_ROWS the oldest frames are forgotten (never acknowledged), not the memory."""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    monkeypatch.setattr("tracking.devices.MAX_WAITING_ROWS", 7)
+    writer = HistoryWriter(window=0.1, max_pending=100)
+    failing = True
+
+    async def publish(batches):
+        if failing:
+            raise ConnectionError("the channel layer is down")
+
+    async def store_latest(batches):
+        pass
+
+    side = DeviceSide(
+        state=InMemoryRelayState(),
+        state_outage=Outage("state"),
+        layer_outage=Outage("channel layer"),
+        steps=[publish, store_latest],
+        history=writer,
+    )
+    device = Device()
+    await side.worker_connected(device, team_id=worker.team_id, worker_id=worker.pk, name="Ann")
+    for seq in range(1, 5):  # four frames of three positions
+        timestamps = [100.0 + 10 * seq + i for i in range(3)]
+        side.positions_received(
+            device,
+            team_id=worker.team_id,
+            worker_id=worker.pk,
+            positions=[position(ts) for ts in timestamps],
+            ack_seq=seq,
+        )
+        assert await side.hand_off() is False
+    assert side.pending[worker.team_id].rows == 6
+    failing = False
+    assert await side.hand_off() is True
+    await writer.flush()
+    assert device.acks == [3, 4]  # the first two frames were forgotten, never acknowledged
+    assert len(await stored(worker)) == 6
+    writer.stop()
