@@ -27,7 +27,7 @@ def team_list(request):
 
 @login_required
 def team_map(request, slug):
-    team = _team_for_manager(request, slug)
+    team = team_for_manager(request, slug)
     map_config = {
         "team": team.slug,
         "socketPath": f"/ws/teams/{team.slug}/",
@@ -41,7 +41,7 @@ def team_map(request, slug):
 @login_required
 @require_http_methods(["GET", "POST"])
 def team_workers(request, slug):
-    team = _team_for_manager(request, slug)
+    team = team_for_manager(request, slug)
     form = WorkerAddForm(request.POST if request.method == "POST" else None)
     if form.is_valid():
         # No token yet: the phone setup issues the one the worker's phone will use.
@@ -57,7 +57,7 @@ def team_workers(request, slug):
 @login_required
 @require_http_methods(["GET", "POST"])
 def team_worker_delete(request, slug, worker_id):
-    team = _team_for_manager(request, slug)
+    team = team_for_manager(request, slug)
     worker = _worker_of(team, worker_id)
     if request.method == "POST":
         services.worker_delete(worker=worker)
@@ -71,7 +71,7 @@ def team_worker_delete(request, slug, worker_id):
 def team_worker_setup(request, slug, worker_id):
     """GET explains; POST issues a new credential and shows it, once, in its own response
     (never in a redirect, a URL, a message or the session)."""
-    team = _team_for_manager(request, slug)
+    team = team_for_manager(request, slug)
     worker = _worker_of(team, worker_id)
     if request.method == "GET":
         return render(request, "teams/worker_setup.html", {"team": team, "worker": worker})
@@ -130,7 +130,9 @@ def api_token_revoke(request, token_id):
     return redirect("api-tokens")
 
 
-def _team_for_manager(request, slug: str) -> Team:
+def team_for_manager(request, slug: str) -> Team:
+    """The team a page is about, if the user may watch it: 404 if there is none, 403 if they
+    may not (the map's rule; the history pages use it too)."""
     team = selectors.team_get_by_slug(slug=slug)
     if team is None:
         raise Http404("No such team")

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET
 
 from teams import selectors
 from teams.models import Team
-from teams.views import _team_for_manager  # the map's rule: 404 no team, 403 not a manager
+from teams.views import team_for_manager
 from tracking import exports, history
 
 EXPORT_KINDS = ("gpx", "geojson", "csv")
@@ -33,7 +33,7 @@ MAX_STOP_MINUTES = 24 * 60
 @login_required
 @require_GET
 def history_page(request, slug):
-    team = _team_for_manager(request, slug)
+    team = team_for_manager(request, slug)
     base = reverse("team-history", args=[team.slug])
     config = {
         "team": team.slug,
@@ -54,7 +54,7 @@ def history_page(request, slug):
 @require_GET
 def history_tracks(request, slug):
     """Each worker's points over the range, and the stops along them."""
-    team = _team_for_manager(request, slug)
+    team = team_for_manager(request, slug)
     try:
         query = _drawable(team, history.parse_query(request.GET))
         minutes = _stop_minutes(request.GET.get("stop_minutes"))
@@ -91,7 +91,7 @@ def history_tracks(request, slug):
 @require_GET
 def history_moment(request, slug):
     """Each worker's last position at or before `at`."""
-    team = _team_for_manager(request, slug)
+    team = team_for_manager(request, slug)
     try:
         at = _parse_time(request.GET.get("at"), "at")
     except ValueError as error:
@@ -107,7 +107,7 @@ def history_moment(request, slug):
 @require_GET
 def history_export(request, slug, kind):
     """The team's (or a worker's) positions over the range, as a GPX, GeoJSON or CSV download."""
-    team = _team_for_manager(request, slug)
+    team = team_for_manager(request, slug)
     if kind not in EXPORT_KINDS:
         raise Http404("No such export")
     try:

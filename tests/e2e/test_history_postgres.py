@@ -136,3 +136,48 @@ def test_history_reads_exports_and_prunes_on_postgres(postgres_database):
         "Deleted 0 positions older than 90 days.",
     ]
     assert out["left"] == 20 * 1440
+
+
+WRITER_SCRIPT = textwrap.dedent(
+    """
+    import json
+
+    from teams import services
+    from tracking.history_writer import Row, insert_rows
+    from tracking.models import StoredPosition
+
+    alpha = services.team_create(slug="writer", name="Writer")
+    ann, _ = services.worker_create(team=alpha, name="Ann")
+    bo, _ = services.worker_create(team=alpha, name="Bo")
+    full = {"lat": 41.0, "lng": 2.0, "ts": 100.5, "acc": 5.0, "speed": 1.5, "heading": 90.0,
+            "alt": 12.0, "batt": 80.0, "seq": 7}
+    insert_rows([Row(alpha.id, ann.id, full), Row(alpha.id, ann.id, {"lat": 1, "lng": 2, "ts": 101})])
+    insert_rows([Row(alpha.id, ann.id, full)])  # a resend
+    insert_rows([])
+    gone = bo.id
+    bo.delete()
+    insert_rows([Row(alpha.id, gone, {"lat": 3, "lng": 4, "ts": 102}),
+                 Row(alpha.id, ann.id, {"lat": 5, "lng": 6, "ts": 103})])
+    rows = StoredPosition.objects.filter(team=alpha).order_by("ts").values_list(
+        "worker_id", "ts", "lat", "acc", "speed", "heading", "alt", "batt")
+    print("RESULT " + json.dumps({"rows": [list(r) for r in rows], "ann": ann.id}))
+    """
+)
+
+
+def test_the_writer_stores_once_and_skips_deleted_workers_on_postgres(postgres_database):
+    env = {
+        **os.environ,
+        "DATABASE_URL": postgres_database.url,
+        "DJANGO_SETTINGS_MODULE": "teamtrack.settings",
+        "CHANNEL_LAYER": "memory",
+    }
+    manage(env, "migrate", "--verbosity", "0")
+    output = manage(env, "shell", "--no-imports", "-c", WRITER_SCRIPT)
+    out = json.loads(output.split("RESULT ", 1)[1])
+    ann = out["ann"]
+    assert out["rows"] == [
+        [ann, 100.5, 41.0, 5.0, 1.5, 90.0, 12.0, 80.0],
+        [ann, 101.0, 1.0, None, None, None, None, None],
+        [ann, 103.0, 5.0, None, None, None, None, None],
+    ]
