@@ -335,7 +335,15 @@ def test_compose_file_is_valid():
             env["POSTGRES_PASSWORD"] = "compose-config-check-only"
             result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
             assert result.returncode == 0, result.stderr
-            for service in ("nginx:", "web:", "migrate:", "redis:", "postgres:", "kafka:"):
+            for service in (
+                "nginx:",
+                "web:",
+                "migrate:",
+                "prune-history:",
+                "redis:",
+                "postgres:",
+                "kafka:",
+            ):
                 assert f"  {service}" in result.stdout
             assert "replicas: 3" in result.stdout
             return
