@@ -311,8 +311,12 @@ TEAMTRACK_HISTORY_MAX_PENDING = env.int("HISTORY_MAX_PENDING", default=100_000)
 # A stop on a track: no movement beyond STOP_RADIUS_METRES for STOP_MINUTES (the page's default).
 TEAMTRACK_STOP_MINUTES = env.float("STOP_MINUTES", default=5.0)
 TEAMTRACK_STOP_RADIUS_METRES = env.float("STOP_RADIUS_METRES", default=50.0)
-if TEAMTRACK_HISTORY_RETENTION_DAYS < 1 or TEAMTRACK_HISTORY_MAX_PENDING < 1:
-    raise ImproperlyConfigured("HISTORY_RETENTION_DAYS and HISTORY_MAX_PENDING must be 1 or more.")
+# A full batch frame (500 positions, tracking.protocol.MAX_BATCH_POSITIONS) must fit in the
+# writer, or a device whose queue is that long would never be acknowledged.
+if TEAMTRACK_HISTORY_RETENTION_DAYS < 1 or TEAMTRACK_HISTORY_MAX_PENDING < 500:
+    raise ImproperlyConfigured(
+        "HISTORY_RETENTION_DAYS must be 1 or more, HISTORY_MAX_PENDING 500 (a full batch) or more."
+    )
 
 # A worker whose last position is older than this shows as stale on the map.
 TEAMTRACK_STALE_AFTER = env.int("STALE_AFTER_SECONDS", default=30)

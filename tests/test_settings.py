@@ -193,7 +193,7 @@ def test_check_deploy_passes_the_documented_production_environment():
         {"OFFLINE_GRACE_SECONDS": "8", "PRESENCE_TTL_SECONDS": "15"},
         {"OFFLINE_GRACE_SECONDS": "-1"},
         {"HISTORY_RETENTION_DAYS": "0"},
-        {"HISTORY_MAX_PENDING": "0"},
+        {"HISTORY_MAX_PENDING": "499"},
     ],
 )
 def test_limits_that_could_not_work_stop_the_start(monkeypatch, variables):

@@ -1,12 +1,16 @@
 """The history's promise on real processes and a real PostgreSQL of the test's own: devices
 under load keep sending while the database is slow, stopped, and crashed; the live map moves
 throughout; an ack comes only for a stored position; once the database is back, the devices'
-resends are stored, and every position any device sent (acknowledged or resent) is there once."""
+resends are stored, and every position any device sent (acknowledged or resent) is there once.
+The writer's bound is small here (HISTORY_MAX_PENDING=600, 5 s of this load), so each outage
+also fills it: frames past it are refused, never acknowledged, and resent."""
 
 import asyncio
 import contextlib
 import json
+import re
 import time
+import urllib.request
 
 import psycopg
 import pytest
@@ -81,6 +85,10 @@ class QueueingDevice:
         return sum(1 for moment in self.acked.values() if start <= moment < end)
 
 
+def metric(text: str, name: str) -> float:
+    return float(re.search(rf"^{name} (\S+)$", text, re.MULTILINE).group(1))
+
+
 def stored_timestamps(url: str) -> dict[int, list[float]]:
     with psycopg.connect(url) as connection:
         rows = connection.execute("SELECT worker_id, ts FROM tracking_storedposition").fetchall()
@@ -91,7 +99,11 @@ def stored_timestamps(url: str) -> dict[int, list[float]]:
 
 
 def test_acks_wait_for_the_database_and_nothing_acknowledged_is_lost(private_postgres, tmp_path):
-    env = {"REDIS_PREFIX": f"e2e-history-{time.time_ns()}", "PRESENCE_TTL_SECONDS": "5"}
+    env = {
+        "REDIS_PREFIX": f"e2e-history-{time.time_ns()}",
+        "PRESENCE_TTL_SECONDS": "5",
+        "HISTORY_MAX_PENDING": "600",
+    }
     cluster = LocalCluster(
         replicas=1, layer="redis", workdir=tmp_path, env=env, database_url=private_postgres.url
     )
@@ -170,5 +182,8 @@ def test_acks_wait_for_the_database_and_nothing_acknowledged_is_lost(private_pos
             assert acked == sent  # every position was acknowledged in the end ...
             assert acked <= set(timestamps)  # ... and every acknowledged one is stored
         assert cluster.replicas[0].poll() is None  # the replica rode it out
+        metrics = urllib.request.urlopen(f"{replica}/metrics", timeout=5).read().decode()
+        assert metric(metrics, "teamtrack_history_write_errors_total") > 0
+        assert metric(metrics, "teamtrack_history_refused_frames_total") > 0  # the bound held
     finally:
         cluster.stop()

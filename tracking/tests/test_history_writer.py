@@ -104,22 +104,24 @@ async def test_a_failed_insert_keeps_its_frames_in_order_and_acknowledges_none(w
 async def test_past_its_bound_the_writer_refuses_frames_and_never_acknowledges_them(worker):
     store = Store()
     store.failing = True
-    writer = HistoryWriter(window=0.1, max_pending=3, store=store)
+    writer = HistoryWriter(window=0.1, max_pending=5, store=store)
     device = Device()
     refused = metrics.HISTORY_REFUSED_FRAMES._value.get()
-    assert writer.take([frame(device, worker, 100.0, 101.0)]) is True
+    assert writer.take([frame(device, worker, 100.0, 101.0)]) == 0
     assert await writer.flush() is False
-    assert writer.take([frame(device, worker, 102.0, 103.0)]) is False  # 4 rows > 3
-    assert writer.pending_rows == 2
-    assert metrics.HISTORY_REFUSED_FRAMES._value.get() == refused + 1
+    # Frame by frame: the first fits (4 rows), the next two would pass 5 and are refused.
+    later = [frame(device, worker, 102.0, 103.0), frame(device, worker, 104.0, 105.0)]
+    assert writer.take([*later, frame(device, worker, 106.0)]) == 2
+    assert writer.pending_rows == 4
+    assert metrics.HISTORY_REFUSED_FRAMES._value.get() == refused + 2
     store.failing = False
     assert await writer.flush() is True
-    assert device.acks == [101]  # the refused frame's device was never told it is safe
-    # ... and its resend, once there is room, is stored and acknowledged
-    writer.take([frame(device, worker, 102.0, 103.0)])
+    assert device.acks == [101, 103]  # the refused frames' device was never told they are safe
+    # ... and their resends, once there is room, are stored and acknowledged
+    assert writer.take([frame(device, worker, 104.0, 105.0), frame(device, worker, 106.0)]) == 0
     assert await writer.flush() is True
-    assert device.acks == [101, 103]
-    assert await stored(worker) == [100.0, 101.0, 102.0, 103.0]
+    assert device.acks == [101, 103, 105, 106]
+    assert await stored(worker) == [100.0, 101.0, 102.0, 103.0, 104.0, 105.0, 106.0]
     writer.stop()
 
 
