@@ -104,7 +104,8 @@ async def _stream(
     async for chunk in chunks:
         await names.fetch({row[0] for row in chunk})
         yield await asyncio.to_thread(writer.write, chunk, names.names)
-    yield writer.end(names.names)
+    # Off the event loop too: GeoJSON writes its last worker's `times` here, a string per point.
+    yield await asyncio.to_thread(writer.end, names.names)
 
 
 def _by_ts(team: Team, query: Query) -> QuerySet:

@@ -73,6 +73,12 @@ def _parse_time(params: Mapping[str, str], name: str) -> float | None:
         raise ValueError(f"{name} must be an ISO 8601 time, such as 2026-11-29T10:00:00Z")
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
+    try:
+        # Year 1 at +05:00 or year 9999 at -05:00 is outside the years UTC can be written in,
+        # which the exports' file names and times are.
+        moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{name} must be between the years 1 and 9999 in UTC") from None
     return moment.timestamp()
 
 
@@ -116,8 +122,11 @@ class Stop:
     lng: float
 
 
-def tracks(team: Team, query: Query) -> dict[int, list[tuple[float, float, float]]]:
-    """Each worker's points (ts, lat, lng) in time order, by worker id."""
+def tracks(
+    team: Team, query: Query, *, max_points: int | None = None
+) -> dict[int, list[tuple[float, float, float]]]:
+    """Each worker's points (ts, lat, lng) in time order, by worker id. Raises TooManyPoints
+    past `max_points` (read no further than one more)."""
     # Tuples, not models: a worker-day at one position a second is 86,400 rows, and building a
     # model instance for each costs several times the query.
     rows = (
@@ -125,10 +134,27 @@ def tracks(team: Team, query: Query) -> dict[int, list[tuple[float, float, float
         .order_by("worker_id", "ts")
         .values_list("worker_id", "ts", "lat", "lng")
     )
+    read = rows.iterator(chunk_size=10_000)
+    if max_points is not None:
+        read = _at_most(read, max_points)
     return {
         worker_id: [(ts, lat, lng) for _, ts, lat, lng in points]
-        for worker_id, points in itertools.groupby(rows.iterator(chunk_size=10_000), key=_worker)
+        for worker_id, points in itertools.groupby(read, key=_worker)
     }
+
+
+class TooManyPoints(ValueError):
+    """A range holds more points than a caller will hold in memory at once."""
+
+
+def _at_most(rows, limit: int):
+    for count, row in enumerate(rows, 1):
+        if count > limit:
+            raise TooManyPoints(
+                f"more than {limit} positions in this range: pick a worker or a shorter range "
+                "(or export it)"
+            )
+        yield row
 
 
 def _worker(row: tuple) -> int:

@@ -28,6 +28,10 @@ EXPORT_KINDS = ("gpx", "geojson", "csv")
 # 604,800 points, about 20 MB of JSON. Longer ranges are for the (streamed) exports.
 MAX_DRAW_DAYS = 7
 MAX_STOP_MINUTES = 24 * 60
+# Positions one drawn range may hold, whatever its workers: the team's whole week held at once
+# would be every worker's week (a thousand workers at one position every 10 s: 60 M points).
+# Above a week of one worker at one position a second (604,800), the most the page is built for.
+MAX_DRAW_POINTS = 1_000_000
 
 
 @login_required
@@ -58,9 +62,9 @@ def history_tracks(request, slug):
     try:
         query = _drawable(team, history.parse_query(request.GET))
         minutes = _stop_minutes(request.GET.get("stop_minutes"))
+        tracks = history.tracks(team, query, max_points=MAX_DRAW_POINTS)
     except ValueError as error:
         return HttpResponseBadRequest(str(error), content_type="text/plain; charset=utf-8")
-    tracks = history.tracks(team, query)
     names = dict(
         selectors.worker_list_for_team(team=team).filter(pk__in=tracks).values_list("id", "name")
     )

@@ -75,6 +75,7 @@ class HistoryWriter:
         self.store = store or insert_rows
         self.pending: Frames = []
         self.pending_rows = 0
+        self.storing_rows = 0  # rows of the insert under way, held too until it ends
         self.writing = asyncio.Lock()
         self.stopped = False
 
@@ -84,7 +85,7 @@ class HistoryWriter:
         them again). Return how many were refused. Frame by frame, so that the writer always
         makes progress: a frame holds at most 500 positions, and the bound is at least that."""
         for taken, (key, frame_rows) in enumerate(frames):
-            if self.pending_rows + len(frame_rows) > self.max_pending:
+            if self.pending_rows + self.storing_rows + len(frame_rows) > self.max_pending:
                 refused = len(frames) - taken
                 metrics.HISTORY_REFUSED_FRAMES.inc(refused)
                 self.outage.failed(HistoryFull(f"{self.pending_rows} positions wait to be stored"))
@@ -102,6 +103,7 @@ class HistoryWriter:
             if not frames:
                 return True
             self.pending, self.pending_rows = [], 0
+            self.storing_rows = rows
             started = time.perf_counter()
             try:
                 await asyncio.get_running_loop().run_in_executor(
@@ -117,6 +119,8 @@ class HistoryWriter:
                     self.outage.failed(error)
                     return False
                 raise  # cancelled: kept, as above
+            finally:
+                self.storing_rows = 0
             metrics.HISTORY_WRITE_SECONDS.observe(time.perf_counter() - started)
             metrics.HISTORY_STORED.inc(rows)
             metrics.HISTORY_PENDING.set(self.pending_rows)
@@ -143,12 +147,20 @@ class HistoryWriter:
 
     async def flush_all(self, timeout: float) -> bool:
         """Store everything waiting, trying again once a window for up to `timeout` seconds
-        (a draining replica). Return whether nothing is left."""
+        (a draining replica). Return whether nothing is left.
+
+        Also bounded in real time: an insert that hangs (a locked table, a database that stops
+        answering) is given up at the deadline, its frames kept unacknowledged, so the replica
+        still closes its sockets with 4012 within its grace."""
         deadline = self.clock.time() + timeout
-        while not await self.flush():
-            if self.clock.time() + self.window > deadline:
-                return False
-            await self.clock.sleep_until(self.clock.time() + self.window)
+        try:
+            async with asyncio.timeout(timeout):
+                while not await self.flush():
+                    if self.clock.time() + self.window > deadline:
+                        return False
+                    await self.clock.sleep_until(self.clock.time() + self.window)
+        except TimeoutError:
+            return False
         return True
 
     def stop(self) -> None:

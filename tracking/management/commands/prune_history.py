@@ -2,6 +2,7 @@
 small batches, so that the live writer's inserts never wait long behind it. Run it daily (cron
 or a Kubernetes CronJob: docs/operations.md, "History retention")."""
 
+import math
 import time
 
 from django.conf import settings
@@ -58,8 +59,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, days, batch_size, **options):
         days = settings.TEAMTRACK_HISTORY_RETENTION_DAYS if days is None else days
-        if days <= 0 or batch_size < 1:
-            raise CommandError("--days must be above 0 and --batch-size at least 1")
+        # Not NaN: `ts < NaN` is true of every row on PostgreSQL, which would delete them all.
+        if not math.isfinite(days) or days <= 0 or batch_size < 1:
+            raise CommandError("--days must be a number above 0 and --batch-size at least 1")
         before = time.time() - days * DAY
         deleted = positions_prune(before=before, batch_size=batch_size)
         self.stdout.write(f"Deleted {deleted} positions older than {days:g} days.")
