@@ -8,12 +8,13 @@ on the real local cluster (nginx, N daphne replicas, Redis or Kafka), measured i
 For each mode (bare: frames received and dropped; stock: one group_send per position and one
 encode per manager, loadtest/stock.py; batched: TeamTrack's relay, storing every position;
 live-only: the same with HISTORY=false) it starts the cluster, then:
-- idle: holds idle device sockets on one replica and reports its memory per connection;
+- idle (not live-only): holds idle device sockets on one replica and reports its memory per
+  connection;
 - steps: raises the number of devices sending one position a second until a step is not
   sustained (p99 latency above 250 ms, a latest position missing, an error, or the generator
   or server falling behind), reporting rates, latency, delivery, and server CPU per position
   (daphne, nginx, the broker and PostgreSQL, from /proc) and positions stored per second;
-- fan-out (relay modes): one team of many workers watched by many manager sockets.
+- fan-out (stock and batched): one team of many workers watched by many manager sockets.
 The load generator runs in several processes (loadtest/generator.py); its CPU is reported too.
 Results go to loadtest/results/bench-<layer>.{json,md} (or --output-dir), with the machine's
 cores and the git revision. It also writes the provisioned tokens for the locustfile.
@@ -377,8 +378,12 @@ def run_mode(mode: str, args, world: dict, base_env: dict, broker_pids: list[int
     )
     with cluster:
         bench = Bench(args, world, cluster, broker_pids, mode)
-        result = {"idle": bench.idle() if args.idle else None, "steps": bench.steps()}
-        if bench.delivers and args.fanout_workers:
+        # live-only is there to price the history, which idle sockets and the fan-out (no
+        # positions stored beyond the steps') do not show: its steps only.
+        steps_only = mode == "live-only"
+        result = {"idle": bench.idle() if args.idle and not steps_only else None}
+        result["steps"] = bench.steps()
+        if bench.delivers and args.fanout_workers and not steps_only:
             result["fanout"] = bench.fanout()
     sustained = [s["devices"] for s in result["steps"] if s["sustained"]]
     result["sustained_devices"] = max(sustained, default=0)
