@@ -38,7 +38,7 @@ from loadtest.generator import ms
 from loadtest.machine import children, process_cpu, process_rss
 from loadtest.runs import (
     PASSWORD,
-    POSTGRES_ADMIN_URL,
+    add_database_arguments,
     begin_run,
     flush_window,
     log,
@@ -537,13 +537,7 @@ def parse_args(argv=None):
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
     parser.add_argument("--name", help="results file name (default bench-<layer>[-quick])")
     parser.add_argument("--workdir", type=Path, help="databases and logs (default: temporary)")
-    parser.add_argument(
-        "--database",
-        default="sqlite",
-        choices=["sqlite", "postgres"],
-        help="postgres: a throwaway database on --postgres-admin-url, its server's CPU counted",
-    )
-    parser.add_argument("--postgres-admin-url", default=POSTGRES_ADMIN_URL)
+    add_database_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.warmup, args.idle = 3, 1.5, 500

@@ -36,7 +36,7 @@ from loadtest.generator import ms, percentile
 from loadtest.http_phones import KINDS, HttpPhones
 from loadtest.machine import children, process_cpu
 from loadtest.runs import (
-    POSTGRES_ADMIN_URL,
+    add_database_arguments,
     begin_run,
     flush_window,
     log,
@@ -428,13 +428,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--layer", default="redis", choices=["redis", "redis-core"])
     parser.add_argument("--replicas", type=int, default=2)
-    parser.add_argument(
-        "--database",
-        default="sqlite",
-        choices=["sqlite", "postgres"],
-        help="postgres: a throwaway database on --postgres-admin-url, its server's CPU counted",
-    )
-    parser.add_argument("--postgres-admin-url", default=POSTGRES_ADMIN_URL)
+    add_database_arguments(parser)
     parser.add_argument("--devices", type=int, default=100, help="devices of each kind")
     parser.add_argument("--seconds", type=float, default=30, help="measured seconds per turn")
     parser.add_argument("--settle", type=float, default=5, help="seconds before measuring")

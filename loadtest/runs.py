@@ -59,6 +59,17 @@ def environment(workdir: Path) -> dict:
     }
 
 
+def add_database_arguments(parser) -> None:
+    """--database and --postgres-admin-url, for the tools that can run on PostgreSQL."""
+    parser.add_argument(
+        "--database",
+        default="sqlite",
+        choices=["sqlite", "postgres"],
+        help="postgres: a throwaway database on --postgres-admin-url, its server's CPU counted",
+    )
+    parser.add_argument("--postgres-admin-url", default=POSTGRES_ADMIN_URL)
+
+
 def start_broker(layer: str, env: dict) -> KafkaBroker | None:
     """On Kafka with no broker named, start tansu and name it in `env`; return it (or None)."""
     if layer != "kafka" or "KAFKA_BOOTSTRAP_SERVERS" in os.environ:

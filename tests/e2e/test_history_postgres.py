@@ -104,16 +104,22 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_history_reads_exports_and_prunes_on_postgres(postgres_database):
+def run_script(database, script: str) -> dict:
+    """Migrate the throwaway database, run `script` in a manage.py shell on it, and return what
+    it printed after RESULT."""
     env = {
         **os.environ,
-        "DATABASE_URL": postgres_database.url,
+        "DATABASE_URL": database.url,
         "DJANGO_SETTINGS_MODULE": "teamtrack.settings",
         "CHANNEL_LAYER": "memory",
     }
     manage(env, "migrate", "--verbosity", "0")
-    output = manage(env, "shell", "--no-imports", "-c", SCRIPT)
-    out = json.loads(output.split("RESULT ", 1)[1])
+    output = manage(env, "shell", "--no-imports", "-c", script)
+    return json.loads(output.split("RESULT ", 1)[1])
+
+
+def test_history_reads_exports_and_prunes_on_postgres(postgres_database):
+    out = run_script(postgres_database, SCRIPT)
 
     assert out["track_points"] == 2880
     assert "position_once_per_worker_ts" in out["track_plan"], out["track_plan"]
@@ -166,15 +172,7 @@ WRITER_SCRIPT = textwrap.dedent(
 
 
 def test_the_writer_stores_once_and_skips_deleted_workers_on_postgres(postgres_database):
-    env = {
-        **os.environ,
-        "DATABASE_URL": postgres_database.url,
-        "DJANGO_SETTINGS_MODULE": "teamtrack.settings",
-        "CHANNEL_LAYER": "memory",
-    }
-    manage(env, "migrate", "--verbosity", "0")
-    output = manage(env, "shell", "--no-imports", "-c", WRITER_SCRIPT)
-    out = json.loads(output.split("RESULT ", 1)[1])
+    out = run_script(postgres_database, WRITER_SCRIPT)
     ann = out["ann"]
     assert out["rows"] == [
         [ann, 100.5, 41.0, 5.0, 1.5, 90.0, 12.0, 80.0],

@@ -15,19 +15,9 @@ from tracking.history_writer import HistoryWriter, Row, insert_rows
 from tracking.models import StoredPosition
 from tracking.outage import Outage
 from tracking.state import InMemoryRelayState
+from tracking.tests.test_devices import Device
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
-
-
-class Device:
-    def __init__(self):
-        self.acks: list[int] = []
-
-    async def acknowledge(self, seq):
-        self.acks.append(seq)
-
-    async def close_with(self, code):
-        pass
 
 
 class Store:
@@ -58,6 +48,35 @@ def position(ts, lat=41.0):
 def frame(device, worker, *timestamps):
     key = (device, int(timestamps[-1]))
     return key, [Row(worker.team_id, worker.pk, position(ts)) for ts in timestamps]
+
+
+async def nothing(batches):
+    pass
+
+
+async def device_side(worker, writer, publish=nothing):
+    """A device side storing through `writer`, with `worker`'s device connected; its live
+    steps take everything (or as `publish` says)."""
+    side = DeviceSide(
+        state=InMemoryRelayState(),
+        state_outage=Outage("state"),
+        layer_outage=Outage("channel layer"),
+        steps=[publish, nothing],
+        history=writer,
+    )
+    device = Device()
+    await side.worker_connected(device, team_id=worker.team_id, worker_id=worker.pk, name="Ann")
+    return side, device
+
+
+def receive(side, device, worker, seq, timestamps):
+    side.positions_received(
+        device,
+        team_id=worker.team_id,
+        worker_id=worker.pk,
+        positions=[position(ts) for ts in timestamps],
+        ack_seq=seq,
+    )
 
 
 @sync_to_async
@@ -161,27 +180,10 @@ async def test_the_live_feed_never_waits_for_the_database(worker, settings):
     async def publish(batches):
         published.append({t: dict(b.positions) for t, b in batches.items()})
 
-    async def store_latest(batches):
-        pass
-
-    side = DeviceSide(
-        state=InMemoryRelayState(),
-        state_outage=Outage("state"),
-        layer_outage=Outage("channel layer"),
-        steps=[publish, store_latest],
-        history=writer,
-    )
-    device = Device()
-    await side.worker_connected(device, team_id=worker.team_id, worker_id=worker.pk, name="Ann")
+    side, device = await device_side(worker, writer, publish)
     flushing = None
     for second in range(3):
-        side.positions_received(
-            device,
-            team_id=worker.team_id,
-            worker_id=worker.pk,
-            positions=[position(100.0 + second)],
-            ack_seq=100 + second,
-        )
+        receive(side, device, worker, 100 + second, [100.0 + second])
         async with asyncio.timeout(1):
             assert await side.hand_off() is True  # published without waiting for the insert
         flushing = flushing or asyncio.ensure_future(writer.flush())
@@ -201,27 +203,9 @@ async def test_a_late_buffered_frame_is_stored_though_the_map_has_newer(worker, 
     live feed ignores it, the history keeps it."""
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     writer = HistoryWriter(window=0.1, max_pending=100)
-
-    async def step(batches):
-        pass
-
-    side = DeviceSide(
-        state=InMemoryRelayState(),
-        state_outage=Outage("state"),
-        layer_outage=Outage("channel layer"),
-        steps=[step, step],
-        history=writer,
-    )
-    device = Device()
-    await side.worker_connected(device, team_id=worker.team_id, worker_id=worker.pk, name="Ann")
+    side, device = await device_side(worker, writer)
     for seq, timestamps in [(1, [200.0]), (2, [150.0, 160.0])]:
-        side.positions_received(
-            device,
-            team_id=worker.team_id,
-            worker_id=worker.pk,
-            positions=[position(ts) for ts in timestamps],
-            ack_seq=seq,
-        )
+        receive(side, device, worker, seq, timestamps)
     await side.hand_off()
     await writer.flush()
     assert device.acks == [1, 2]
@@ -243,27 +227,9 @@ async def test_a_long_outage_keeps_a_bounded_number_of_waiting_positions(
         if failing:
             raise ConnectionError("the channel layer is down")
 
-    async def store_latest(batches):
-        pass
-
-    side = DeviceSide(
-        state=InMemoryRelayState(),
-        state_outage=Outage("state"),
-        layer_outage=Outage("channel layer"),
-        steps=[publish, store_latest],
-        history=writer,
-    )
-    device = Device()
-    await side.worker_connected(device, team_id=worker.team_id, worker_id=worker.pk, name="Ann")
+    side, device = await device_side(worker, writer, publish)
     for seq in range(1, 5):  # four frames of three positions
-        timestamps = [100.0 + 10 * seq + i for i in range(3)]
-        side.positions_received(
-            device,
-            team_id=worker.team_id,
-            worker_id=worker.pk,
-            positions=[position(ts) for ts in timestamps],
-            ack_seq=seq,
-        )
+        receive(side, device, worker, seq, [100.0 + 10 * seq + i for i in range(3)])
         assert await side.hand_off() is False
     assert side.pending[worker.team_id].rows == 6
     failing = False
