@@ -396,16 +396,21 @@ class _LoopLayer:
                 if record.error().code() != KafkaError._PARTITION_EOF:
                     logger.warning("Kafka read error: %s", record.error().str())
                 continue
+            # Read against wanted: how well reading by interest works (loadtest.kafka_interest).
+            size = len(record.value() or b"")
+            self.owner.metrics["read_bytes"] += size
             kind, name = parse_record_key(record.key())
             if kind == GROUP_KEY:
                 members = self.groups.get(name)
                 if not members:
                     continue  # another group that hashes to a partition we read
+                self.owner.metrics["wanted_bytes"] += size
                 message = self.owner.deserialize(record.value())
                 for channel in members:
                     if not self._enqueue(channel, dict(message), now):
                         self.owner.metrics["group_receive_dropped"] += 1
             elif name in self.channels:
+                self.owner.metrics["wanted_bytes"] += size
                 if not self._enqueue(name, self.owner.deserialize(record.value()), now):
                     self.owner.metrics["receive_dropped"] += 1
 
