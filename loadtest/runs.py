@@ -75,7 +75,7 @@ def start_broker(layer: str, env: dict) -> KafkaBroker | None:
     if layer != "kafka" or "KAFKA_BOOTSTRAP_SERVERS" in os.environ:
         return None
     broker = KafkaBroker().start()
-    env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+    env.update(broker.layer_env())
     return broker
 
 

@@ -237,8 +237,17 @@ CHANNEL_LAYER_BACKENDS = {
             # Each replica's relay has one channel for all its teams' messages: Channels'
             # default of 100 queued messages overflowed (dropped) in a short stall under load.
             "capacity": 10_000,
+            # A live feed: nothing is read back after seconds (docs/operations.md).
+            "retention_ms": env.int("KAFKA_RETENTION_MS", default=300_000),
+            "segment_ms": env.int("KAFKA_SEGMENT_MS", default=60_000),
+            # Apache Kafka answers a fetch as soon as a record arrives; tansu holds every empty
+            # fetch for the whole wait, so deploy/ and the tests use 10 with it.
+            "fetch_wait_ms": env.int("KAFKA_FETCH_WAIT_MS", default=100),
+            # librdkafka settings for every client (TLS, SASL, tuning), then per-client ones.
+            "client_config": env.json("KAFKA_CLIENT_CONFIG", default={}),
             "producer_config": env.json("KAFKA_PRODUCER_CONFIG", default={}),
             "consumer_config": env.json("KAFKA_CONSUMER_CONFIG", default={}),
+            "admin_config": env.json("KAFKA_ADMIN_CONFIG", default={}),
         },
     },
 }
@@ -367,6 +376,8 @@ LOGGING = {
         # "query_strings_out": request records, whose query strings would carry OsmAnd devices'
         # tokens (see tracking/logs.py).
         "channels_redis.pubsub": {"filters": ["repeats"]},
+        # librdkafka's own log lines (tracking/layers/kafka_clients.py): warnings and worse.
+        "tracking.layers.kafka.client": {"level": "WARNING", "filters": ["repeats"]},
         # A phone left with a revoked token retries for ever: its refusals, once a minute.
         "tracking.phone_consumers": {"filters": ["repeats"]},
         "django.request": {"filters": ["query_strings_out", "repeats"]},

@@ -98,7 +98,7 @@ def cluster(tmp_path, request):
     env = {"PRESENCE_TTL_SECONDS": "3", "REDIS_PREFIX": f"e2e-{uuid.uuid4().hex[:8]}"}
     if layer == "kafka":
         broker = request.getfixturevalue("kafka_broker")
-        env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap
+        env.update(broker.layer_env())
     cluster = LocalCluster(replicas=2, layer=layer, workdir=tmp_path, env=env)
     cluster.start()
     yield cluster

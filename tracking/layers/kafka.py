@@ -2,11 +2,11 @@
 
 All traffic goes through one topic. A group's messages are keyed to one partition (a hash of
 the group name), and so is each process's inbox of process-specific channels. Each process
-reads, by manual assignment from the end of the log and with no consumer group, only its inbox
-partition and the partitions of groups it has local members in, and fans group messages out
-to those members itself. So a replica that watches no manager of a team reads none of its
-partitions (unless a hash collision puts the team beside one it does watch; more partitions,
-fewer collisions), and adding a replica adds no broker traffic for teams it does not watch.
+reads, by manual assignment and with no consumer group, only its inbox partition and the
+partitions of groups it has local members in, and fans group messages out to those members
+itself. So a replica that watches no manager of a team reads none of its partitions (unless a
+hash collision puts the team beside one it does watch; more partitions, fewer collisions), and
+adding a replica adds no broker traffic for teams it does not watch.
 
 Delivery is at most once and tuned for latency: no idempotence, no retries, a small linger and a
 short message timeout. `send` and `group_send` never wait for the broker (a full local producer
@@ -14,9 +14,17 @@ queue drops and counts); `group_send_many` returns only once the broker acknowle
 record, through the producer's delivery reports, and raises if one failed: the relay
 acknowledges devices on it. Messages to a channel of the same process never leave the process.
 
+What this layer does not do, by design (docs/architecture.md):
+- Only process-specific channels (from `new_channel()`) exist: a normal channel name, which the
+  spec gives a single reader among all processes, needs a consumer group and is refused.
+- A full local channel drops its oldest message on arrival (the feed is latest-wins).
+- `flush()` is for tests: it ends every `receive` waiting on this event loop.
+- Every process hashes by the partition count it read at start: changing the topic's count
+  needs a restart of every replica.
+
 The layer keeps one producer, one consumer and one polling thread per event loop, like
-channels_redis keeps connections per loop. See docs/architecture.md for the design and
-docs/operations.md for broker loss and recovery.
+channels_redis keeps connections per loop, and closes them when the loop closes. See
+docs/operations.md for broker loss, recovery and the topic's settings.
 """
 
 import asyncio
@@ -26,17 +34,23 @@ import queue
 import threading
 import time
 import uuid
-import weakref
 from collections import Counter
 
 import msgpack
 from channels.exceptions import ChannelFull
 from channels.layers import BaseChannelLayer
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
+from tracking.layers.kafka_clients import (
+    BROKER_TIMEOUT,
+    MAX_MESSAGE_BYTES,
+    TopicSpec,
+    client_configs,
+    ensure_topic,
+)
 from tracking.layers.utils import (
     CHANNEL_KEY,
+    FENCE_KEY,
     GROUP_KEY,
     inbox_of,
     parse_record_key,
@@ -47,11 +61,19 @@ from tracking.layers.utils import (
 logger = logging.getLogger(__name__)
 
 POLL_TIMEOUT = 0.02  # seconds the polling thread waits for records before serving commands
-BROKER_TIMEOUT = 5.0  # seconds for metadata, topic creation and offset look-ups
 PROBE_INTERVAL = 1.0  # seconds between broker probes while the broker is lost
 # Seconds the broker must stay reachable before an outage is over: clients reconnecting after a
 # restart may report it down once more, and one outage should read as one in the logs.
 STABLE_AFTER = 5.0
+# Record batches handed to the event loop and not yet delivered: past this the polling thread
+# stops reading, so a stalled loop holds at most this many batches of READ_BATCH records.
+HANDOVER_BATCHES = 2
+READ_BATCH = 1000
+FLUSH_TIMEOUT = 3.0  # seconds a closing layer waits for its records to reach the broker
+
+
+class MessageTooLarge(ValueError):
+    """A message bigger than the layer carries (MAX_MESSAGE_BYTES, serialized)."""
 
 
 class KafkaChannelLayer(BaseChannelLayer):
@@ -65,27 +87,37 @@ class KafkaChannelLayer(BaseChannelLayer):
         topic: str = "teamtrack-layer",
         partitions: int = 32,
         replication_factor: int = 1,
+        retention_ms: int = 300_000,
+        segment_ms: int = 60_000,
+        fetch_wait_ms: int = 100,
         expiry: int = 60,
         capacity: int = 100,
         channel_capacity=None,
+        client_config: dict | None = None,
         producer_config: dict | None = None,
         consumer_config: dict | None = None,
+        admin_config: dict | None = None,
     ):
-        super().__init__(expiry=expiry, capacity=capacity, channel_capacity=channel_capacity)
+        super().__init__(expiry=expiry, capacity=capacity)
+        self.channel_capacity = self.compile_capacities(channel_capacity or {})
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
-        self.partitions = partitions
-        self.replication_factor = replication_factor
+        self.topic_spec = TopicSpec(topic, partitions, replication_factor, retention_ms, segment_ms)
+        self.fetch_wait_ms = fetch_wait_ms
+        self.client_config = client_config or {}
         self.producer_config = producer_config or {}
         self.consumer_config = consumer_config or {}
-        # Drops and failures, for /metrics and tests: group_send_dropped, receive_dropped, ...
+        self.admin_config = admin_config or {}
+        # Drops, failures and bytes, for /metrics, tests and loadtest.kafka_interest.
         self.metrics: Counter[str] = Counter()
-        self._loop_layers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._loop_layers: dict[asyncio.AbstractEventLoop, _LoopLayer] = {}
 
     def _layer(self) -> "_LoopLayer":
         loop = asyncio.get_running_loop()
         layer = self._loop_layers.get(loop)
         if layer is None:
+            if loop not in self._loop_layers:
+                _close_with_loop(self, loop)
             layer = self._loop_layers[loop] = _LoopLayer(self, loop)
         return layer
 
@@ -95,11 +127,13 @@ class KafkaChannelLayer(BaseChannelLayer):
         """Send a message to a channel; raise ChannelFull if it cannot take more."""
         assert isinstance(message, dict), "message is not a dict"
         self.require_valid_channel_name(channel)
+        _require_process_specific(channel)
         await self._layer().send(channel, message)
 
     async def receive(self, channel: str) -> dict:
         """Receive the next message on a channel of this process, waiting for one."""
         self.require_valid_channel_name(channel)
+        _require_process_specific(channel)
         return await self._layer().receive(channel)
 
     async def new_channel(self, prefix: str = "specific") -> str:
@@ -109,7 +143,7 @@ class KafkaChannelLayer(BaseChannelLayer):
     # ------------------------------------------------------------------ groups extension
 
     async def group_add(self, group: str, channel: str) -> None:
-        """Add a channel of this process to a group; start reading the group's partition."""
+        """Add a channel of this process to a group; return once it gets what is sent next."""
         self.require_valid_group_name(group)
         self.require_valid_channel_name(channel)
         await self._layer().group_add(group, channel)
@@ -121,7 +155,8 @@ class KafkaChannelLayer(BaseChannelLayer):
         await self._layer().group_discard(group, channel)
 
     async def group_send(self, group: str, message: dict) -> None:
-        """Send a message to every member of a group, in every process; never wait or raise."""
+        """Send a message to every member of a group, in every process, without waiting; drop
+        it (and count) if the producer is full; raise MessageTooLarge past the size limit."""
         assert isinstance(message, dict), "message is not a dict"
         self.require_valid_group_name(group)
         await self._layer().group_send(group, message)
@@ -130,7 +165,7 @@ class KafkaChannelLayer(BaseChannelLayer):
 
     async def group_send_many(self, messages: list[tuple[str, dict]]) -> None:
         """Send each (group, message) pair, batched by the producer; return once the broker
-        acknowledged them all, or raise KafkaException if one was not written."""
+        acknowledged them all, or raise (KafkaException, ChannelFull) if one was not written."""
         for group in {group for group, _ in messages}:
             self.require_valid_group_name(group)
         await self._layer().group_send_confirmed(messages)
@@ -139,8 +174,10 @@ class KafkaChannelLayer(BaseChannelLayer):
 
     async def flush(self) -> None:
         """Forget every channel and group of this event loop and close its clients."""
-        layer = self._loop_layers.pop(asyncio.get_running_loop(), None)
+        loop = asyncio.get_running_loop()
+        layer = self._loop_layers.get(loop)
         if layer is not None:
+            self._loop_layers[loop] = None  # still hooked to the loop's close
             await layer.close()
 
     # ------------------------------------------------------------------ health
@@ -152,10 +189,38 @@ class KafkaChannelLayer(BaseChannelLayer):
     # ------------------------------------------------------------------ serialization
 
     def serialize(self, message: dict) -> bytes:
-        return msgpack.packb(message, use_bin_type=True)
+        data = msgpack.packb(message, use_bin_type=True)
+        if len(data) > MAX_MESSAGE_BYTES:
+            self.metrics["too_large"] += 1
+            raise MessageTooLarge(
+                f"message of {len(data)} bytes; the Kafka layer carries at most {MAX_MESSAGE_BYTES}"
+            )
+        return data
 
     def deserialize(self, data: bytes) -> dict:
         return msgpack.unpackb(data, raw=False)
+
+
+def _require_process_specific(channel: str) -> None:
+    if "!" not in channel:
+        raise TypeError(
+            f"{channel!r} is a normal channel: the Kafka layer carries process-specific"
+            " channels only (names from new_channel()), see docs/architecture.md"
+        )
+
+
+def _close_with_loop(owner: KafkaChannelLayer, loop: asyncio.AbstractEventLoop) -> None:
+    """Close the loop's clients when the loop closes, as channels_redis does: async_to_sync
+    makes a loop per call in a thread without one, and each would keep a client set."""
+    original_close = loop.close
+
+    def close(*args, **kwargs):
+        layer = owner._loop_layers.pop(loop, None)
+        if layer is not None:
+            layer.stop()
+        return original_close(*args, **kwargs)
+
+    loop.close = close
 
 
 class _LoopLayer:
@@ -165,17 +230,20 @@ class _LoopLayer:
         self.owner = owner
         self.loop = loop
         self.process = uuid.uuid4().hex[:16]
-        # channel name -> queue of (expires_at, message); group -> local channel names
+        # channel name -> queue of (expires_at, message)
         self.channels: dict[str, asyncio.Queue] = {}
-        self.groups: dict[str, set[str]] = {}
-        # partition -> how many local groups (and the inbox) need it read, and its assignment
+        # group -> its local channels, each with the first offset it receives (see group_add)
+        self.groups: dict[str, dict[str, int]] = {}
+        # partition -> how many local groups (and the inbox) need it read; what is assigned
         self.readers: Counter[int] = Counter()
-        self.assigning: dict[int, asyncio.Future] = {}
-        self.joining: dict[str, asyncio.Future] = {}  # group -> reading its partition
-        self.partitions = owner.partitions
+        self.assigned: set[int] = set()
+        self.locks: dict[object, list] = {}  # group or partition -> [lock, users]
+        self.background: set[asyncio.Task] = set()
+        self.partitions = owner.topic_spec.partitions
         self.producer: Producer | None = None
         self.consumer: Consumer | None = None
         self.commands: queue.SimpleQueue = queue.SimpleQueue()
+        self.handover = threading.BoundedSemaphore(HANDOVER_BATCHES)
         self.thread: threading.Thread | None = None
         self.stopping = threading.Event()
         self.broker_lost = False
@@ -191,88 +259,55 @@ class _LoopLayer:
             self.started = self.loop.create_future()
             try:
                 await self.loop.run_in_executor(None, self._connect)
-                self.thread = threading.Thread(
-                    target=self._poll_forever, name=f"kafka-layer-{self.process}", daemon=True
-                )
-                self.thread.start()
-                await self._read(partition_for(self.process, self.partitions))
             except BaseException as error:
                 self.started.set_exception(error)
                 self.started.exception()  # retrieved: the awaiting caller gets it
                 self.started = None
                 raise
+            # Started only once everything else is: a failed start leaves no thread behind.
+            self.thread = threading.Thread(
+                target=self._poll_forever, name=f"kafka-layer-{self.process}", daemon=True
+            )
+            self.thread.start()
             self.started.set_result(None)
         await asyncio.shield(self.started)
 
     def _connect(self) -> None:
-        """Create the topic if needed, learn its partition count, and make the clients."""
-        common = {
-            "bootstrap.servers": self.owner.bootstrap_servers,
-            "client.id": f"teamtrack-{self.process}",
-            "error_cb": self._on_error,
-            "reconnect.backoff.max.ms": 1000,
-            # Only _ensure_topic creates the topic: a broker's auto-created one would have its
-            # default partition count, and every process must hash by the same count.
-            "allow.auto.create.topics": False,
-            # librdkafka would print every failed reconnect to stderr; error_cb reports outages.
-            "log_level": 2,
-        }
-        self._ensure_topic()
-        self.producer = Producer(
-            {
-                **common,
-                # At most once, low latency: the live feed is latest-wins.
-                "enable.idempotence": False,
-                "acks": 1,
-                "retries": 0,
-                "linger.ms": 2,
-                "message.timeout.ms": 3000,
-                "queue.buffering.max.messages": 100_000,
-                **self.owner.producer_config,
-                # Last, so that no KAFKA_PRODUCER_CONFIG can take them away: group_send_many
-                # waits for every record's report of the broker's acknowledgement.
-                "delivery.report.only.error": False,
-                "on_delivery": self._on_delivery,
-            }
+        """Make sure of the topic, make the clients and read the inbox; on failure close what
+        was made, so that the next attempt starts clean."""
+        configs = client_configs(
+            bootstrap_servers=self.owner.bootstrap_servers,
+            client_id=f"teamtrack-{self.process}",
+            common=self.owner.client_config,
+            producer=self.owner.producer_config,
+            consumer=self.owner.consumer_config,
+            admin=self.owner.admin_config,
+            fetch_wait_ms=self.owner.fetch_wait_ms,
+            error_cb=self._on_error,
+            on_delivery=self._on_delivery,
         )
-        self.consumer = Consumer(
-            {
-                **common,
-                # Required by the client, never joined: partitions are assigned by hand.
-                "group.id": f"teamtrack-{self.process}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "latest",
-                "fetch.wait.max.ms": 10,
-                "fetch.error.backoff.ms": 50,
-                **self.owner.consumer_config,
-            }
-        )
+        self.admin_config = configs.admin
+        self.partitions = ensure_topic(configs.admin, self.owner.topic_spec)
+        producer = consumer = None
+        try:
+            producer = Producer(configs.producer)
+            consumer = Consumer(configs.consumer)
+            inbox = partition_for(self.process, self.partitions)
+            consumer.incremental_assign([self._from(consumer, inbox, None)])
+        except BaseException:
+            if consumer is not None:
+                consumer.close()
+            raise
+        self.producer, self.consumer = producer, consumer
+        self.readers[inbox] += 1
+        self.assigned.add(inbox)
 
-    def _ensure_topic(self) -> None:
-        admin = AdminClient({"bootstrap.servers": self.owner.bootstrap_servers})
-        metadata = admin.list_topics(timeout=BROKER_TIMEOUT)
-        if self.owner.topic not in metadata.topics:
-            new_topic = NewTopic(
-                self.owner.topic,
-                num_partitions=self.owner.partitions,
-                replication_factor=self.owner.replication_factor,
-            )
-            future = admin.create_topics([new_topic])[self.owner.topic]
-            try:
-                future.result(BROKER_TIMEOUT)
-            except KafkaException as error:
-                if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
-            metadata = admin.list_topics(self.owner.topic, timeout=BROKER_TIMEOUT)
-        # Every process hashes by the topic's real partition count, whatever it was created with.
-        partitions = len(metadata.topics[self.owner.topic].partitions)
-        if partitions != self.owner.partitions:
-            logger.warning(
-                "Kafka topic %s has %d partitions, not %d; using %d",
-                self.owner.topic, partitions, self.owner.partitions, partitions,
-            )  # fmt: skip
-        self.partitions = partitions or self.partitions
+    def _from(self, consumer: Consumer, partition: int, start: int | None) -> TopicPartition:
+        """Where to start reading a partition: `start`, or the end of the log as it is now."""
+        if start is None:
+            part = TopicPartition(self.owner.topic, partition)
+            _, start = consumer.get_watermark_offsets(part, timeout=BROKER_TIMEOUT, cached=False)
+        return TopicPartition(self.owner.topic, partition, start)
 
     def _on_error(self, error: KafkaError) -> None:
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
@@ -296,16 +331,20 @@ class _LoopLayer:
         await self.loop.run_in_executor(None, lambda: self.producer.list_topics(timeout=2))
 
     async def close(self) -> None:
-        """Stop the polling thread (it closes the clients) and forget every channel."""
-        self.stopping.set()
-        if self.thread is not None:
-            await self.loop.run_in_executor(None, self.thread.join)
+        """Stop the polling thread (it closes the clients) and end every waiting receive."""
+        await self.loop.run_in_executor(None, self.stop)
         for channel_queue in self.channels.values():
             # Wake receivers; they find their channel gone. A full queue has none waiting.
             with contextlib.suppress(asyncio.QueueFull):
                 channel_queue.put_nowait(None)
         self.channels.clear()
         self.groups.clear()
+
+    def stop(self) -> None:
+        """Stop the polling thread and wait for it: it sends what is queued, then closes."""
+        self.stopping.set()
+        if self.thread is not None:
+            self.thread.join()
 
     # ------------------------------------------------------------------ the polling thread
 
@@ -327,16 +366,32 @@ class _LoopLayer:
             with contextlib.suppress(Exception):
                 self.consumer.close()
             with contextlib.suppress(Exception):
-                self.producer.flush(0)
+                self.producer.flush(FLUSH_TIMEOUT)
+            # The clients hold our callbacks and we hold them: let go, so that they (and
+            # librdkafka's threads and connections) go now rather than at a garbage collection.
+            self.producer = self.consumer = None
 
     def _poll_once(self) -> None:
         self._serve_commands()
-        # poll() returns with the first record; consume() then takes what else is there.
-        first = self.consumer.poll(POLL_TIMEOUT)
-        records = [first, *self.consumer.consume(999, timeout=0)] if first else []
         self.producer.poll(0)
-        if records:
-            self.loop.call_soon_threadsafe(self._deliver, records)
+        self._watch_broker()
+        # Backpressure: while the event loop has not taken the last batches, read nothing more;
+        # librdkafka then holds (and bounds) what the broker sends.
+        if not self.handover.acquire(timeout=POLL_TIMEOUT):
+            return
+        try:
+            # poll() returns with the first record; consume() then takes what else is there.
+            first = self.consumer.poll(POLL_TIMEOUT)
+            records = [first, *self.consumer.consume(READ_BATCH - 1, timeout=0)] if first else []
+            if records:
+                self.loop.call_soon_threadsafe(self._deliver, records)
+                return  # _deliver releases the hand-over
+        except BaseException:
+            self.handover.release()
+            raise
+        self.handover.release()
+
+    def _watch_broker(self) -> None:
         now = time.monotonic()
         if self.broker_lost and now - self.last_probe > PROBE_INTERVAL:
             self.last_probe = now
@@ -352,20 +407,12 @@ class _LoopLayer:
     def _serve_commands(self) -> None:
         while True:
             try:
-                command, partition, future = self.commands.get_nowait()
+                command, partition, start, future = self.commands.get_nowait()
             except queue.Empty:
                 return
             try:
                 if command == "read":
-                    part = TopicPartition(self.owner.topic, partition)
-                    _, high = self.consumer.get_watermark_offsets(
-                        part, timeout=BROKER_TIMEOUT, cached=False
-                    )
-                    # From the end of the log as it is now: whatever is sent after this returns
-                    # is read, nothing older is.
-                    self.consumer.incremental_assign(
-                        [TopicPartition(self.owner.topic, partition, high)]
-                    )
+                    self.consumer.incremental_assign([self._from(self.consumer, partition, start)])
                 else:
                     self.consumer.incremental_unassign(
                         [TopicPartition(self.owner.topic, partition)]
@@ -381,7 +428,7 @@ class _LoopLayer:
         try:
             for client in (self.producer, self.consumer):
                 client.list_topics(timeout=1)  # no topic named: asking must not create it
-            self._ensure_topic()
+            ensure_topic(self.admin_config, self.owner.topic_spec)
         except Exception:
             return
         self.broker_lost = False
@@ -390,6 +437,12 @@ class _LoopLayer:
     # ------------------------------------------------------------------ delivery (event loop)
 
     def _deliver(self, records) -> None:
+        try:
+            self._deliver_records(records)
+        finally:
+            self.handover.release()
+
+    def _deliver_records(self, records) -> None:
         now = time.time()
         for record in records:
             if record.error() is not None:
@@ -406,21 +459,23 @@ class _LoopLayer:
                     continue  # another group that hashes to a partition we read
                 self.owner.metrics["wanted_bytes"] += size
                 message = self.owner.deserialize(record.value())
-                for channel in members:
-                    if not self._enqueue(channel, dict(message), now):
-                        self.owner.metrics["group_receive_dropped"] += 1
-            elif name in self.channels:
+                offset = record.offset()
+                for channel, since in members.items():
+                    if offset >= since:  # never a record sent before the member joined
+                        self._arrive(channel, dict(message), now, "group_receive_dropped")
+            elif kind == CHANNEL_KEY and name in self.channels:
                 self.owner.metrics["wanted_bytes"] += size
-                if not self._enqueue(name, self.owner.deserialize(record.value()), now):
-                    self.owner.metrics["receive_dropped"] += 1
+                self._arrive(name, self.owner.deserialize(record.value()), now, "receive_dropped")
 
-    def _enqueue(self, channel: str, message: dict, now: float) -> bool:
-        """Queue a message for a local channel; return False if the channel is gone or full."""
+    def _arrive(self, channel: str, message: dict, now: float, drop_metric: str) -> None:
+        """Queue an arriving message; a full channel drops its oldest (latest-wins)."""
         channel_queue = self.channels.get(channel)
-        if channel_queue is None or channel_queue.full():
-            return False
+        if channel_queue is None:
+            return
+        if channel_queue.full():
+            channel_queue.get_nowait()
+            self.owner.metrics[drop_metric] += 1
         channel_queue.put_nowait((now + self.owner.expiry, message))
-        return True
 
     # ------------------------------------------------------------------ channels
 
@@ -432,7 +487,7 @@ class _LoopLayer:
         return channel_queue
 
     def _is_local(self, channel: str) -> bool:
-        return "!" in channel and inbox_of(channel) == self.process
+        return inbox_of(channel) == self.process
 
     async def new_channel(self, prefix: str) -> str:
         await self._ensure_started()
@@ -442,25 +497,30 @@ class _LoopLayer:
 
     async def send(self, channel: str, message: dict) -> None:
         if self._is_local(channel):
-            if not self._enqueue(channel, message, time.time()):
+            channel_queue = self.channels.get(channel)
+            if channel_queue is None:
+                return  # its receiver left (or it never was): nobody would read it
+            if channel_queue.full():
                 raise ChannelFull(channel)
+            channel_queue.put_nowait((time.time() + self.owner.expiry, message))
             return
         await self._ensure_started()
-        inbox = inbox_of(channel) if "!" in channel else channel
         try:
-            self._produce(record_key(CHANNEL_KEY, channel), inbox, message)
+            self._produce(record_key(CHANNEL_KEY, channel), inbox_of(channel), message)
         except BufferError:
             raise ChannelFull(channel) from None
 
     async def receive(self, channel: str) -> dict:
-        if "!" not in channel and channel not in self.channels:
-            # A plain channel name: every process that receives on it reads its partition.
-            await self._ensure_started()
-            self._queue(channel)
-            await self._read(partition_for(channel, self.partitions))
         channel_queue = self._queue(channel)
         while True:
-            item = await channel_queue.get()
+            try:
+                item = await channel_queue.get()
+            except asyncio.CancelledError:
+                # As channels_redis assumes: a cancelled receive is its consumer leaving, and
+                # nothing else would ever remove the channel.
+                if self.channels.get(channel) is channel_queue:
+                    del self.channels[channel]
+                raise
             if item is None:
                 raise asyncio.CancelledError("the layer was flushed")
             expires_at, message = item
@@ -470,36 +530,31 @@ class _LoopLayer:
     # ------------------------------------------------------------------ groups
 
     async def group_add(self, group: str, channel: str) -> None:
-        if not self._is_local(channel) and channel not in self.channels:
+        if not self._is_local(channel):
             raise RuntimeError("group_add() takes channels of this process (from new_channel())")
         await self._ensure_started()
-        joining = self.joining.get(group)
-        if group not in self.groups:
-            # Made before any await, so that channels added at once share one read of the
-            # partition, and every one of them returns only once it is read.
-            self.groups[group] = set()
-            joining = self.joining[group] = asyncio.ensure_future(
-                self._read(partition_for(group, self.partitions))
-            )
-        try:
-            await asyncio.shield(joining)
-        except BaseException:
-            if joining.done() and self.joining.get(group) is joining:
-                del self.joining[group]
-                if not self.groups.get(group):
-                    self.groups.pop(group, None)
-            raise
-        self.groups[group].add(channel)
+        partition = partition_for(group, self.partitions)
+        async with self._serialised(("group", group)):
+            members = self.groups.get(group)
+            if members is not None and channel in members:
+                return
+            # A fence record marks where the member starts: everything at or after its offset
+            # was written after this call began, everything before it is not delivered to it.
+            since = await self._fence(group, partition)
+            if members is None:
+                await self._read(partition, since)
+                members = self.groups.setdefault(group, {})
+            members[channel] = since
 
     async def group_discard(self, group: str, channel: str) -> None:
-        members = self.groups.get(group)
-        if members is None or channel not in members:
-            return
-        members.discard(channel)
-        if not members:
-            del self.groups[group]
-            self.joining.pop(group, None)
-            await self._unread(partition_for(group, self.partitions))
+        async with self._serialised(("group", group)):
+            members = self.groups.get(group)
+            if members is None or channel not in members:
+                return
+            del members[channel]
+            if not members:
+                del self.groups[group]
+                await self._unread(partition_for(group, self.partitions))
 
     async def group_send(self, group: str, message: dict) -> None:
         await self._ensure_started()
@@ -526,12 +581,28 @@ class _LoopLayer:
         if failures:
             raise failures[0]
 
+    async def _fence(self, group: str, partition: int) -> int:
+        """Write an empty fence record to the partition; return its offset once written."""
+        future = self.loop.create_future()
+        try:
+            self.producer.produce(
+                self.owner.topic,
+                value=b"",
+                key=record_key(FENCE_KEY, group),
+                partition=partition,
+                on_delivery=self._reporter(future),
+            )
+        except BufferError:
+            raise ChannelFull(group) from None
+        return await future
+
     def _reporter(self, future: asyncio.Future):
-        """Return a delivery callback (run on the polling thread) that settles `future`."""
+        """Return a delivery callback (run on the polling thread) that settles `future` with
+        the record's offset."""
 
         def report(error, record) -> None:
             if error is None:
-                self.loop.call_soon_threadsafe(_settle, future, future.set_result, None)
+                self.loop.call_soon_threadsafe(_settle, future, future.set_result, record.offset())
             else:
                 self.owner.metrics["delivery_failed"] += 1
                 failure = KafkaException(error)
@@ -550,40 +621,67 @@ class _LoopLayer:
 
     # ------------------------------------------------------------------ partitions
 
-    async def _read(self, partition: int) -> None:
-        """Count one more local need for a partition; start reading it if it is new, and return
-        once it is read."""
+    async def _read(self, partition: int, start: int | None = None) -> None:
+        """Count one more local need for a partition, and return once it is read (from `start`
+        if this assigns it)."""
         self.readers[partition] += 1
-        assigning = self.assigning.get(partition)
-        if assigning is None:
-            assigning = self.assigning[partition] = asyncio.ensure_future(
-                self._command("read", partition)
-            )
         try:
-            await asyncio.shield(assigning)
+            await asyncio.shield(self._sync(partition, start))
         except BaseException:
-            self.readers[partition] -= 1
-            if self.readers[partition] <= 0:
-                del self.readers[partition]
-            if assigning.done() and self.assigning.get(partition) is assigning:
-                del self.assigning[partition]  # failed: the next need tries again
+            self._release(partition)
             raise
 
     async def _unread(self, partition: int) -> None:
+        self._release(partition)
+        await asyncio.shield(self._sync(partition))
+
+    def _release(self, partition: int) -> None:
         self.readers[partition] -= 1
         if self.readers[partition] <= 0:
             del self.readers[partition]
-            self.assigning.pop(partition, None)
-            await self._command("unread", partition)
+            # A cancelled or failed read may have assigned it meanwhile: bring the two in line.
+            task = asyncio.ensure_future(self._sync(partition))
+            self.background.add(task)
+            task.add_done_callback(self._settled)
 
-    async def _command(self, command: str, partition: int) -> None:
+    def _settled(self, task: asyncio.Task) -> None:
+        self.background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.warning("Kafka layer: cannot stop reading a partition: %s", task.exception())
+
+    async def _sync(self, partition: int, start: int | None = None) -> None:
+        """Assign or unassign the partition so that it is read exactly while it is needed; one
+        change at a time per partition."""
+        async with self._serialised(("partition", partition)):
+            needed = self.readers.get(partition, 0) > 0
+            if needed and partition not in self.assigned:
+                await self._command("read", partition, start)
+                self.assigned.add(partition)
+            elif not needed and partition in self.assigned:
+                await self._command("unread", partition)
+                self.assigned.discard(partition)
+
+    async def _command(self, command: str, partition: int, start: int | None = None) -> None:
         future = self.loop.create_future()
-        self.commands.put((command, partition, future))
+        self.commands.put((command, partition, start, future))
         await future
+
+    @contextlib.asynccontextmanager
+    async def _serialised(self, key):
+        """Hold the lock of a group or partition; forget the lock when nobody holds it."""
+        entry = self.locks.setdefault(key, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self.locks[key]
 
     def read_partitions(self) -> set[int]:
         """Return the partitions this event loop reads (tests and operators)."""
-        return set(self.readers)
+        return set(self.assigned)
 
 
 def _settle(future: asyncio.Future, settle, value) -> None:

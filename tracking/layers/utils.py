@@ -4,6 +4,7 @@ import zlib
 
 CHANNEL_KEY = b"c"
 GROUP_KEY = b"g"
+FENCE_KEY = b"f"  # marks where a group member starts reading (no message)
 
 
 def partition_for(name: str, partitions: int) -> int:

@@ -171,7 +171,7 @@ async def layer_kind(request, settings):
         broker = request.getfixturevalue("kafka_broker")
         layer["CONFIG"] = {
             **layer["CONFIG"],
-            "bootstrap_servers": broker.bootstrap,
+            **broker.layer_config(),
             "topic": prefix,
         }
     elif kind != "memory":

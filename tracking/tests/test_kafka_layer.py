@@ -1,15 +1,24 @@
 """What only the Kafka layer promises: reading by interest, drops instead of stalls, recovery."""
 
 import asyncio
+import threading
+import time
 import uuid
 
+import psutil
 import pytest
+from asgiref.sync import async_to_sync
 from channels.exceptions import ChannelFull
 from channels.layers import channel_layers
 from confluent_kafka import KafkaException
 
 from tracking import health
-from tracking.layers.kafka import KafkaChannelLayer
+from tracking.layers.kafka import (
+    HANDOVER_BATCHES,
+    READ_BATCH,
+    KafkaChannelLayer,
+    MessageTooLarge,
+)
 from tracking.layers.utils import partition_for
 from tracking.tests.clock import settle
 from tracking.tests.kafka_broker import kafka_broker  # noqa: F401 - fixture
@@ -27,7 +36,7 @@ async def replicas(kafka_broker):  # noqa: F811 - the fixture imported above
 
     def make(**config) -> KafkaChannelLayer:
         layer = KafkaChannelLayer(
-            kafka_broker.bootstrap, topic=topic, partitions=PARTITIONS, **config
+            **kafka_broker.layer_config(), topic=topic, partitions=PARTITIONS, **config
         )
         made.append(layer)
         return layer
@@ -153,7 +162,7 @@ async def test_readiness_reports_the_broker_outage(replicas, kafka_broker):  # n
 
 
 def test_each_event_loop_gets_its_own_clients(kafka_broker):  # noqa: F811
-    layer = KafkaChannelLayer(kafka_broker.bootstrap, topic=f"test-{uuid.uuid4().hex[:8]}")
+    layer = KafkaChannelLayer(**kafka_broker.layer_config(), topic=f"test-{uuid.uuid4().hex[:8]}")
 
     async def round_trip():
         channel = await layer.new_channel()
@@ -192,11 +201,15 @@ async def kafka_loop_layer(monkeypatch):
     gate = asyncio.Event()
     commands = []
 
-    async def command(name, partition):
+    async def command(name, partition, start=None):
         commands.append((name, partition))
         await gate.wait()
 
+    async def fence(group, partition):
+        return 0
+
     monkeypatch.setattr(loop_layer, "_command", command)
+    monkeypatch.setattr(loop_layer, "_fence", fence)
     loop_layer.gate, loop_layer.commands_sent = gate, commands
     return layer, loop_layer
 
@@ -234,3 +247,170 @@ async def test_kafka_concurrent_group_adds_do_not_leave_the_partition_read_forev
     await layer.group_discard("team.1", a)
     await layer.group_discard("team.1", b)
     assert loop_layer.read_partitions() == set()
+
+
+async def test_a_discard_while_its_add_is_pending_leaves_no_member(kafka_loop_layer):
+    """A manager socket that closes while it is still joining: the discard waits for the add,
+    so the channel is not left in the group and the partition not read."""
+    layer, loop_layer = kafka_loop_layer
+    channel = f"specific.{loop_layer.process}!a"
+    adding = asyncio.ensure_future(layer.group_add("team.1", channel))
+    await settle()
+    discarding = asyncio.ensure_future(layer.group_discard("team.1", channel))
+    await settle()
+    loop_layer.gate.set()
+    await adding
+    await discarding
+    assert "team.1" not in loop_layer.groups
+    assert loop_layer.read_partitions() == set()
+    assert not loop_layer.locks, "no lock outlives its users"
+
+
+async def test_a_cancelled_read_does_not_leave_the_partition_read(kafka_loop_layer):
+    layer, loop_layer = kafka_loop_layer
+    channel = f"specific.{loop_layer.process}!a"
+    adding = asyncio.ensure_future(layer.group_add("team.1", channel))
+    await settle()
+    adding.cancel()
+    await settle()
+    loop_layer.gate.set()  # the assignment completes after its caller left
+    await asyncio.sleep(0.05)
+    assert loop_layer.read_partitions() == set()
+    assert [name for name, _ in loop_layer.commands_sent] == ["read", "unread"]
+
+
+async def test_a_member_never_receives_what_was_sent_before_it_joined(replicas):
+    """tansu's end offset can point inside the last record batch, and a partition that is
+    already read may hold records fetched but not yet delivered: neither reaches a member that
+    joined after they were sent."""
+    sender, holder = replicas(), replicas()
+    early = await holder.new_channel()
+    # The same group twice: first on a partition nobody reads yet, then on one already read.
+    for group in ("team.1", "team.1"):
+        await sender.group_send_many([(group, {"type": "x", "n": n}) for n in range(200)])
+        late = await holder.new_channel()
+        await holder.group_add(group, late)
+        await sender.group_send_many([(group, {"type": "x", "n": "after"})])
+        first = await asyncio.wait_for(holder.receive(late), 5)
+        assert first["n"] == "after", f"a record sent before group_add came first: {first}"
+        if early not in holder._layer().groups.get(group, {}):
+            await holder.group_add(group, early)
+
+
+async def test_a_full_channel_drops_its_oldest_message_on_arrival(replicas):
+    """The feed is latest-wins: what a slow member keeps is the newest."""
+    sender, holder = replicas(), replicas(capacity=2)
+    channel = await holder.new_channel()
+    await holder.group_add("team.1", channel)
+    await sender.group_send_many([("team.1", {"type": "x", "n": n}) for n in range(5)])
+    for _ in range(100):
+        if holder.metrics["group_receive_dropped"] == 3:
+            break
+        await asyncio.sleep(0.05)
+    received = [(await holder.receive(channel))["n"] for _ in range(2)]
+    assert received == [3, 4]
+
+
+async def test_channel_capacity_patterns_apply(replicas):
+    layer = replicas(channel_capacity={"small.*": 1})  # globs, as in channels_redis
+    small, big = await layer.new_channel("small"), await layer.new_channel()
+    await layer.send(small, {"type": "x"})
+    with pytest.raises(ChannelFull):
+        await layer.send(small, {"type": "x"})
+    for _ in range(5):
+        await layer.send(big, {"type": "x"})
+
+
+async def test_normal_channels_are_refused_with_a_clear_error(replicas):
+    layer = replicas()
+    with pytest.raises(TypeError, match="process-specific"):
+        await layer.send("workers", {"type": "x"})
+    with pytest.raises(TypeError, match="process-specific"):
+        await layer.receive("workers")
+
+
+async def test_the_spec_s_1_mb_arrives_and_more_is_a_clear_error(replicas):
+    sender, holder = replicas(), replicas()
+    channel = await holder.new_channel()
+    await holder.group_add("team.1", channel)
+    big = {"type": "x", "blob": b"\0" * (1_000_000 - 100)}
+    await sender.group_send_many([("team.1", big)])
+    assert (await asyncio.wait_for(holder.receive(channel), 10))["blob"] == big["blob"]
+    too_big = {"type": "x", "blob": b"\0" * 1_000_001}
+    with pytest.raises(MessageTooLarge):
+        await sender.group_send("team.1", too_big)
+    with pytest.raises(MessageTooLarge):
+        await sender.send(channel, too_big)
+
+
+async def test_a_cancelled_receive_forgets_its_channel(replicas):
+    """Channels cancels a consumer's receive when the consumer leaves; nothing else would ever
+    remove its queue (channels_redis' pub/sub layer makes the same assumption)."""
+    layer = replicas()
+    channel = await layer.new_channel()
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(layer.receive(channel), 0.05)
+    assert channel not in layer._layer().channels
+    await layer.send(channel, {"type": "x"})  # to a channel that is gone: dropped, no queue
+    assert channel not in layer._layer().channels
+
+
+async def test_a_stalled_event_loop_is_handed_a_bounded_number_of_records(replicas):
+    """Records read while the event loop is stuck wait in librdkafka (bounded by
+    queued.max.messages.kbytes), not in the loop's callbacks."""
+    sender, holder = replicas(), replicas(capacity=100_000)
+    channel = await holder.new_channel()
+    await holder.group_add("team.1", channel)
+    await sender.group_send_many([("team.1", {"type": "x", "n": n}) for n in range(30_000)])
+    time.sleep(4)  # noqa: ASYNC251 - the event loop stalls; the polling thread goes on
+    loop = asyncio.get_running_loop()
+    waiting = sum(
+        len(handle._args[0])
+        for handle in loop._ready
+        if getattr(handle._callback, "__name__", "") == "_deliver"
+    )
+    assert waiting <= HANDOVER_BATCHES * READ_BATCH, f"{waiting} records handed over at once"
+    for n in range(30_000):  # and every record still arrives, in order
+        assert (await asyncio.wait_for(holder.receive(channel), 10))["n"] == n
+
+
+def test_sync_callers_leave_no_clients_behind(kafka_broker):  # noqa: F811
+    """async_to_sync from a thread without an event loop (management commands, the admin's
+    revocations) makes a loop per call: its clients close with it."""
+    layer = KafkaChannelLayer(**kafka_broker.layer_config(), topic=f"test-{uuid.uuid4().hex[:8]}")
+    process = psutil.Process()
+
+    def broker_connections() -> int:
+        return sum(
+            1
+            for connection in process.net_connections("tcp")
+            if connection.raddr and connection.raddr.port == kafka_broker.port
+        )
+
+    async_to_sync(layer.group_send)("team.1", {"type": "x"})  # librdkafka's own threads start
+    threads, connections = process.num_threads(), broker_connections()
+    for _ in range(20):
+        async_to_sync(layer.group_send)("team.1", {"type": "x"})
+    assert not layer._loop_layers, "every loop's clients were closed with it"
+    assert process.num_threads() <= threads + 2
+    assert broker_connections() <= connections + 2
+
+
+async def test_a_failed_start_leaves_no_polling_thread(replicas, monkeypatch):
+    layer = replicas()
+    loop_layer = layer._layer()
+    real_start_of = loop_layer._from
+    failures = iter([KafkaException("the inbox's offsets did not come")])
+
+    def failing_start_of(*args):
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return real_start_of(*args)
+
+    monkeypatch.setattr(loop_layer, "_from", failing_start_of)
+    with pytest.raises(KafkaException):
+        await layer.new_channel()
+    await layer.new_channel()
+    polling = [t for t in threading.enumerate() if t.name == f"kafka-layer-{loop_layer.process}"]
+    assert len(polling) == 1

@@ -39,7 +39,7 @@ def redis_core_layer(prefix, request, **config):
 
 def kafka_layer(prefix, request, **config):
     broker = request.getfixturevalue("kafka_broker")
-    return KafkaChannelLayer(broker.bootstrap, topic=prefix, partitions=8, **config)
+    return KafkaChannelLayer(**broker.layer_config(), topic=prefix, partitions=8, **config)
 
 
 LAYER_FACTORIES = {
