@@ -55,7 +55,8 @@ from loadtest.runs import (
 RESULTS = Path(__file__).with_name("results")
 # batched: the relay as shipped, history on; live-only: the same with HISTORY=false, so that the
 # run reports what storing every position costs.
-MODES = ("bare", "stock", "batched", "live-only")
+# batched-kafka: the relay as shipped on the Kafka layer, beside batched on --layer in one run.
+MODES = ("bare", "stock", "batched", "live-only", "batched-kafka")
 P99_LIMIT_MS = 250
 SENT_SHARE = 0.98  # below this share of the offered rate, the generator (or machine) fell behind
 
@@ -66,17 +67,21 @@ SENT_SHARE = 0.98  # below this share of the offered rate, the generator (or mac
 class ServerProcesses:
     """The processes whose CPU counts as the server's: replicas, nginx, and the brokers."""
 
-    def __init__(self, cluster: LocalCluster, broker_pids: list[int], postmaster: int | None):
+    def __init__(
+        self, cluster: LocalCluster, brokers: dict[str, list[int]], postmaster: int | None
+    ):
         self.replicas = [p.pid for p in cluster.replicas]
         self.nginx = [cluster.nginx.pid, *children(cluster.nginx.pid)]
-        self.brokers = broker_pids
+        self.brokers = brokers
         self.postmaster = postmaster
 
     def cpu(self) -> dict[str, float]:
         return {
             "daphne": sum(map(process_cpu, self.replicas)),
             "nginx": sum(map(process_cpu, self.nginx)),
-            "broker": sum(map(process_cpu, self.brokers)),
+            # Redis (the layer on redis, and the relay's state on either layer), then Kafka
+            "broker": sum(map(process_cpu, self.brokers["redis"])),
+            "kafka": sum(map(process_cpu, self.brokers.get("kafka", []))),
             # PostgreSQL, the whole server (SQLite's work is inside daphne's figure)
             "database": postgres_cpu_seconds(self.postmaster) if self.postmaster else 0.0,
         }
@@ -103,12 +108,12 @@ def cpu_delta(after: dict, before: dict) -> dict:
 
 
 class Bench:
-    def __init__(self, args, world: dict, cluster: LocalCluster, broker_pids: list[int], mode):
+    def __init__(self, args, world: dict, cluster: LocalCluster, brokers: dict, mode):
         self.args = args
         self.world = world
         self.cluster = cluster
         self.mode = mode
-        self.server = ServerProcesses(cluster, broker_pids, world.get("postmaster"))
+        self.server = ServerProcesses(cluster, brokers, world.get("postmaster"))
         self.sessions: dict[str, dict] = world.setdefault("sessions", {})
 
     @property
@@ -358,8 +363,11 @@ def provision(env: dict, args) -> dict:
     }
 
 
-def run_mode(mode: str, args, world: dict, base_env: dict, broker_pids: list[int]) -> dict:
-    log(f"\n== {mode} ({args.layer}, {args.replicas} replicas) ==")
+def run_mode(mode: str, args, world: dict, base_env: dict, brokers: dict) -> dict:
+    layer = "kafka" if mode == "batched-kafka" else args.layer
+    if layer != "kafka":
+        brokers = {"redis": brokers["redis"]}  # an idle Kafka broker is no part of this server
+    log(f"\n== {mode} ({layer}, {args.replicas} replicas) ==")
     env = {**base_env, "REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}"}
     if mode == "live-only":
         env["HISTORY"] = "false"
@@ -370,14 +378,14 @@ def run_mode(mode: str, args, world: dict, base_env: dict, broker_pids: list[int
     workdir = Path(base_env["BENCH_DIR"]) / mode
     cluster = LocalCluster(
         replicas=args.replicas,
-        layer=args.layer,
+        layer=layer,
         workdir=workdir,
         database_url=base_env["DATABASE_URL"],
         env=env,
         application=application,
     )
     with cluster:
-        bench = Bench(args, world, cluster, broker_pids, mode)
+        bench = Bench(args, world, cluster, brokers, mode)
         # live-only is there to price the history, which idle sockets and the fan-out (no
         # positions stored beyond the steps') do not show: its steps only.
         steps_only = mode == "live-only"
@@ -408,6 +416,8 @@ def ratios(modes: dict) -> list[str]:
     live_only = modes.get("live-only")
     if batched and live_only:
         lines += history_cost(batched, live_only)
+    if batched and modes.get("batched-kafka"):
+        lines += kafka_cost(batched, modes["batched-kafka"])
     for name, baseline in (("stock", stock), ("bare", bare)):
         if not (batched and baseline):
             continue
@@ -420,6 +430,28 @@ def ratios(modes: dict) -> list[str]:
         if baseline["steps"][-1]["sustained"]:
             line += f" ({name} sustained its highest step: its limit is higher)"
         lines.append(line)
+    return lines
+
+
+def kafka_cost(batched: dict, on_kafka: dict) -> list[str]:
+    """The relay on the Kafka layer against the same relay on Redis pub/sub, and the broker's
+    share of its CPU."""
+    mine, theirs = on_kafka["sustained_devices"], batched["sustained_devices"]
+    lines = [
+        f"Sustained devices, batched-kafka / batched: {mine} / {theirs}"
+        + (f" = {mine / theirs:.2f}" if theirs else "")
+    ]
+    by_devices = {s["devices"]: s for s in batched["steps"]}
+    for step in on_kafka["steps"]:
+        other = by_devices.get(step["devices"])
+        if other is None:
+            continue
+        cpu, base = step["server_cpu_us_per_position"], other["server_cpu_us_per_position"]
+        lines.append(
+            f"Server CPU per position at {step['devices']} devices, batched-kafka / batched: "
+            f"{cpu['total']} / {base['total']} µs = {cpu['total'] / base['total']:.2f}; of it the "
+            f"Kafka broker {cpu['kafka']} µs, Redis {cpu['broker']} against {base['broker']} µs"
+        )
     return lines
 
 
@@ -469,7 +501,7 @@ def markdown(result: dict) -> str:
     lines += [f"- {line}" for line in result["ratios"]]
     lines += ["", "## Steps", "",
               "| mode | devices | sent/s | delivered/s | p50 ms | p95 ms | p99 ms | latest % | "
-              "errors | server µs/position (daphne+nginx+broker+database) | server cores | "
+              "errors | server µs/position (daphne+nginx+redis+kafka+database) | server cores | "
               "generator cores | stored/s | KB/conn | sustained |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for mode, data in result["modes"].items():
@@ -483,7 +515,7 @@ def markdown(result: dict) -> str:
                 f"{ms(latency['p99']) if latency else 'drain ' + str(s['drain_ms'])} | "
                 f"{s.get('latest_delivered_pct', '–')} | {s['errors']} | "
                 f"{cpu['total']} ({cpu['daphne']}+{cpu['nginx']}+{cpu['broker']}"
-                f"+{cpu.get('database', 0)}) | {s['server_cpu_cores']} | {s['generator_cpu_cores']} | "
+                f"+{cpu.get('kafka', 0)}+{cpu.get('database', 0)}) | {s['server_cpu_cores']} | {s['generator_cpu_cores']} | "
                 f"{s.get('stored_per_s', '–')} | {s['rss_kb_per_connection']} | {'yes' if s['sustained'] else 'no'} |"
             )
     lines += ["", "Highest sustained device count (1 position/s each): " + ", ".join(
@@ -521,7 +553,9 @@ def parse_args(argv=None):
     parser.add_argument("--layer", default="redis", choices=["redis", "redis-core", "kafka"])
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument(
-        "--modes", default=",".join(MODES), help="comma-separated, of " + ", ".join(MODES)
+        "--modes",
+        default="bare,stock,batched,live-only",
+        help="comma-separated, of " + ", ".join(MODES),
     )
     parser.add_argument(
         "--steps", help="device counts, comma-separated (default 100,250,500,1000,…,8000)"
@@ -571,14 +605,18 @@ def main(argv=None) -> dict:
 def run(args, env: dict, revision: str, command: str, workdir: Path, postmaster) -> dict:
     broker = None
     try:
-        broker = start_broker(args.layer, env)
+        uses_kafka = args.layer == "kafka" or "batched-kafka" in args.modes
+        broker = start_broker("kafka" if uses_kafka else args.layer, env)
         world = provision(env, args)
         world["flush_window"] = flush_window()
         world["database_url"], world["postmaster"] = env["DATABASE_URL"], postmaster
-        broker_pids = [redis_pid(redis_url())] + ([broker.process.pid] if broker else [])
+        brokers = {
+            "redis": [redis_pid(redis_url())],
+            "kafka": [broker.process.pid] if broker else [],
+        }
         modes = {}
         for mode in args.modes:
-            modes[mode] = run_mode(mode, args, world, env, broker_pids)
+            modes[mode] = run_mode(mode, args, world, env, brokers)
             write_results(args, revision, command, modes, workdir)  # so far, in case of a crash
     finally:
         if broker is not None:
