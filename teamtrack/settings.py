@@ -232,7 +232,9 @@ CHANNEL_LAYER_BACKENDS = {
         "CONFIG": {
             "bootstrap_servers": KAFKA_BOOTSTRAP_SERVERS,
             "topic": env.str("KAFKA_TOPIC", default=f"{REDIS_PREFIX}-layer"),
-            "partitions": env.int("KAFKA_PARTITIONS", default=32),
+            # Teams share a partition by hash: 256 keep a replica reading little more than its
+            # own teams' records up to about 200 teams (loadtest/results/kafka-interest.md).
+            "partitions": env.int("KAFKA_PARTITIONS", default=256),
             "replication_factor": env.int("KAFKA_REPLICATION_FACTOR", default=1),
             # Each replica's relay has one channel for all its teams' messages: Channels'
             # default of 100 queued messages overflowed (dropped) in a short stall under load.

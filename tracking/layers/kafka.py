@@ -85,7 +85,7 @@ class KafkaChannelLayer(BaseChannelLayer):
         self,
         bootstrap_servers: str,
         topic: str = "teamtrack-layer",
-        partitions: int = 32,
+        partitions: int = 256,
         replication_factor: int = 1,
         retention_ms: int = 300_000,
         segment_ms: int = 60_000,

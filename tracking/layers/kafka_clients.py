@@ -121,7 +121,7 @@ def client_configs(
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
         },
-        admin={**base, **admin, "error_cb": error_cb},
+        admin={**base, **admin, **required},
     )
 
 
@@ -136,8 +136,11 @@ def ensure_topic(admin_config: dict, spec: TopicSpec) -> int:
 
 
 def _ensure_topic(admin: AdminClient, spec: TopicSpec) -> int:
-    metadata = admin.list_topics(timeout=BROKER_TIMEOUT)
-    if spec.name not in metadata.topics:
+    # Asking for our topic only (a cluster may hold thousands); with auto-creation off, a
+    # missing one comes back as UNKNOWN_TOPIC_OR_PART and is not made by the asking.
+    metadata = admin.list_topics(spec.name, timeout=BROKER_TIMEOUT)
+    found = metadata.topics.get(spec.name)
+    if found is None or found.error is not None:
         new_topic = NewTopic(
             spec.name,
             num_partitions=spec.partitions,
