@@ -10,7 +10,7 @@ clients, and one more layer publishes; all run in one event loop against tansu (
 on a fresh topic per configuration. Team ids are 1..T, as a database hands them out. Each
 replica holds one relay channel, added to the group of every team with a manager there (as
 tracking.watchers does). The publisher sends one positions.batch of 10 positions
-(tracking.feed.positions_message) per team per round; the layers' own counters give each
+(tracking.feed.positions_messages) per team per round; the layers' own counters give each
 replica's read and wanted bytes over those rounds.
 
 Placements (how the load balancer puts a team's manager sockets on replicas):
@@ -58,7 +58,7 @@ from confluent_kafka.admin import AdminClient
 from deploy.tansu import KafkaBroker
 from loadtest.machine import cpu_model, git_revision, process_cpu
 from loadtest.runs import log, save_results
-from tracking.feed import positions_message, team_group
+from tracking.feed import positions_messages, team_group
 from tracking.layers.kafka import KafkaChannelLayer
 from tracking.layers.utils import partition_for
 from tracking.positions import TeamPositions
@@ -262,7 +262,8 @@ async def measure(
         writes = []  # seconds the broker took to acknowledge each round
         for round_ in range(args.rounds):
             messages = [
-                (team_group(team), positions_message(team, window(team, round_))) for team in sent
+                (team_group(team), positions_messages(team, window(team, round_))[0])
+                for team in sent
             ]
             for team, (_, message) in zip(sent, messages, strict=True):
                 sent[team] += len(publisher.serialize(message))

@@ -10,6 +10,9 @@ from tracking.positions import FeedPosition, TeamPositions
 
 POSITIONS_BATCH = "positions.batch"
 PRESENCE_CHANGED = "presence.changed"
+# Positions in one message: a big team's window goes in several, each well under the 1 MB a
+# channel layer must carry (about 120 bytes a position; the Kafka layer refuses more than 1 MB).
+MAX_POSITIONS_PER_MESSAGE = 2000
 
 
 def team_group(team_id: int) -> str:
@@ -17,10 +20,18 @@ def team_group(team_id: int) -> str:
     return f"team.{team_id}"
 
 
-def positions_message(team_id: int, positions: TeamPositions) -> dict:
-    """Return the message of a team's newest positions of one window."""
+def positions_messages(team_id: int, positions: TeamPositions) -> list[dict]:
+    """Return the messages of a team's newest positions of one window: one, or for a team of
+    thousands, one per MAX_POSITIONS_PER_MESSAGE (managers merge them: tracking.watchers)."""
     feed: list[FeedPosition] = [protocol.feed_position(w, p) for w, p in positions.items()]
-    return {"type": POSITIONS_BATCH, "team_id": team_id, "positions": feed}
+    return [
+        {
+            "type": POSITIONS_BATCH,
+            "team_id": team_id,
+            "positions": feed[i : i + MAX_POSITIONS_PER_MESSAGE],
+        }
+        for i in range(0, len(feed), MAX_POSITIONS_PER_MESSAGE)
+    ]
 
 
 def presence_message(

@@ -98,11 +98,25 @@ class LayerDropsCollector:
         )
         # vars(), not getattr(): channels-redis' pub/sub layer answers unknown attributes from
         # a per-event-loop layer, which a scrape (in a thread) does not have.
-        layer_metrics = vars(get_channel_layer()).get("metrics") or {}
+        failures = CounterMetricFamily(
+            "teamtrack_layer_failed",
+            "Records the broker never took, messages too large, records that could not be read",
+            labels=["what"],
+        )
+        read = CounterMetricFamily(
+            "teamtrack_layer_read_bytes",
+            "Bytes the Kafka layer read, all and those of groups and channels it has here",
+            labels=["which"],
+        )
+        layer_metrics = dict(vars(get_channel_layer()).get("metrics") or {})
         for name, value in sorted(layer_metrics.items()):
             if name.endswith("dropped"):
                 family.add_metric([name], value)
-        yield family
+            elif name in ("delivery_failed", "too_large", "bad_records"):
+                failures.add_metric([name], value)
+            elif name in ("read_bytes", "wanted_bytes"):
+                read.add_metric([name.removesuffix("_bytes")], value)
+        yield from (family, failures, read)
 
 
 REGISTRY.register(LayerDropsCollector())

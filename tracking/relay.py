@@ -95,6 +95,7 @@ class Relay:
         # worker id -> the newest login seq heard of, least recently heard first
         self.newest_logins: OrderedDict[int, int] = OrderedDict()
         self.channel: str | None = None
+        self.opened_channel: str | None = None
         self.channel_lock = asyncio.Lock()
         self.ticking: asyncio.Task | None = None
         self.tasks: set[asyncio.Task] = set()
@@ -175,9 +176,9 @@ class Relay:
         """Send each team's newest positions to its group, one message per team; return once
         the channel layer took them all (on Kafka: once the broker acknowledged them)."""
         messages = [
-            (feed.team_group(team_id), feed.positions_message(team_id, batch.positions))
+            (feed.team_group(team_id), message)
             for team_id, batch in batches.items()
-            if batch.positions
+            for message in feed.positions_messages(team_id, batch.positions)
         ]
         started = time.perf_counter()
         await _reporting(self.layer_outage, feed.group_send_many(get_channel_layer(), messages))
@@ -265,9 +266,12 @@ class Relay:
         async with self.channel_lock:  # sockets connecting at once must make only one
             if self.channel is None:
                 layer = get_channel_layer()
-                channel = await layer.new_channel()
-                await layer.group_add(control.RELAYS_GROUP, channel)
-                self.channel = self.managers.channel = channel
+                # Kept for the next attempt if the join fails (a layer outage): a new channel
+                # each time would leave a queue behind for every socket that tried.
+                if self.opened_channel is None:
+                    self.opened_channel = await layer.new_channel()
+                await layer.group_add(control.RELAYS_GROUP, self.opened_channel)
+                self.channel = self.managers.channel = self.opened_channel
                 self._spawn(self._receive_forever())
 
     async def _receive_forever(self) -> None:

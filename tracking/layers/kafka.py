@@ -198,7 +198,8 @@ class KafkaChannelLayer(BaseChannelLayer):
         return data
 
     def deserialize(self, data: bytes) -> dict:
-        return msgpack.unpackb(data, raw=False)
+        # strict_map_key=False: msgpack packs maps with int keys, so it must read them too.
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
 def _require_process_specific(channel: str) -> None:
@@ -237,6 +238,7 @@ class _LoopLayer:
         # partition -> how many local groups (and the inbox) need it read; what is assigned
         self.readers: Counter[int] = Counter()
         self.assigned: set[int] = set()
+        self.last_offsets: dict[int, int] = {}  # partition -> offset of the last record read
         self.locks: dict[object, list] = {}  # group or partition -> [lock, users]
         self.background: set[asyncio.Task] = set()
         self.partitions = owner.topic_spec.partitions
@@ -256,21 +258,26 @@ class _LoopLayer:
 
     async def _ensure_started(self) -> None:
         if self.started is None:
-            self.started = self.loop.create_future()
-            try:
-                await self.loop.run_in_executor(None, self._connect)
-            except BaseException as error:
-                self.started.set_exception(error)
-                self.started.exception()  # retrieved: the awaiting caller gets it
-                self.started = None
-                raise
-            # Started only once everything else is: a failed start leaves no thread behind.
-            self.thread = threading.Thread(
-                target=self._poll_forever, name=f"kafka-layer-{self.process}", daemon=True
-            )
-            self.thread.start()
-            self.started.set_result(None)
+            # A task of its own: a caller that gives up (a probe's timeout) cancels neither the
+            # start nor the other callers, and no second start runs beside it.
+            self.started = asyncio.ensure_future(self._start())
+            self.started.add_done_callback(_retrieve)
         await asyncio.shield(self.started)
+
+    async def _start(self) -> None:
+        try:
+            await self.loop.run_in_executor(None, self._connect)
+            if self.stopping.is_set():
+                self.consumer.close()
+                raise RuntimeError("the Kafka layer was closed while it started")
+        except BaseException:
+            self.started = None  # the next caller tries again
+            raise
+        # Started only once everything else is: a failed start leaves no thread behind.
+        self.thread = threading.Thread(
+            target=self._poll_forever, name=f"kafka-layer-{self.process}", daemon=True
+        )
+        self.thread.start()
 
     def _connect(self) -> None:
         """Make sure of the topic, make the clients and read the inbox; on failure close what
@@ -323,7 +330,12 @@ class _LoopLayer:
 
     def _on_delivery(self, error, record) -> None:
         if error is not None:
-            self.owner.metrics["delivery_failed"] += 1
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody counts any more
+                self.loop.call_soon_threadsafe(self._count, "delivery_failed")
+
+    def _count(self, name: str) -> None:
+        """Count on the event loop's thread: /metrics reads the counters from another."""
+        self.owner.metrics[name] += 1
 
     async def ping(self) -> None:
         """Ask the broker for metadata through our producer's connection."""
@@ -363,13 +375,29 @@ class _LoopLayer:
                     logger.exception("Kafka layer polling failed; going on")
                     time.sleep(POLL_TIMEOUT)
         finally:
-            with contextlib.suppress(Exception):
-                self.consumer.close()
-            with contextlib.suppress(Exception):
-                self.producer.flush(FLUSH_TIMEOUT)
-            # The clients hold our callbacks and we hold them: let go, so that they (and
-            # librdkafka's threads and connections) go now rather than at a garbage collection.
-            self.producer = self.consumer = None
+            self._close_clients()
+
+    def _close_clients(self) -> None:
+        """Send what is queued (for FLUSH_TIMEOUT), fail what is not, and close both clients."""
+        with contextlib.suppress(Exception):
+            self.consumer.close()
+        with contextlib.suppress(Exception):
+            unsent = self.producer.flush(FLUSH_TIMEOUT)
+            if unsent:
+                logger.warning("Kafka layer closed with %d records the broker never took", unsent)
+                self.producer.purge()
+                self.producer.poll(0)  # their delivery reports fail whoever waits for them
+        while True:  # commands that came too late: their callers must not wait for ever
+            try:
+                *_, future = self.commands.get_nowait()
+            except queue.Empty:
+                break
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                failure = RuntimeError("the Kafka layer was closed")
+                self.loop.call_soon_threadsafe(_settle, future, future.set_exception, failure)
+        # The clients hold our callbacks and we hold them: let go, so that they (and
+        # librdkafka's threads and connections) go now rather than at a garbage collection.
+        self.producer = self.consumer = None
 
     def _poll_once(self) -> None:
         self._serve_commands()
@@ -428,11 +456,29 @@ class _LoopLayer:
         try:
             for client in (self.producer, self.consumer):
                 client.list_topics(timeout=1)  # no topic named: asking must not create it
-            ensure_topic(self.admin_config, self.owner.topic_spec)
+            partitions = ensure_topic(self.admin_config, self.owner.topic_spec)
+            self._read_from_the_end_where_the_log_restarted()
         except Exception:
             return
+        if partitions != self.partitions:
+            logger.warning(
+                "Kafka topic %s now has %d partitions; this process hashes by %d until it"
+                " restarts (docs/operations.md)",
+                self.owner.topic, partitions, self.partitions,
+            )  # fmt: skip
         self.broker_lost = False
         self.reachable_since = time.monotonic()
+
+    def _read_from_the_end_where_the_log_restarted(self) -> None:
+        """A broker that came back with an empty topic (or a log cut back) ends before where we
+        read: move those partitions to the new end. Their members' start offsets follow when
+        the first record arrives (see _deliver_records)."""
+        for position in self.consumer.position(self.consumer.assignment()):
+            _, end = self.consumer.get_watermark_offsets(
+                position, timeout=BROKER_TIMEOUT, cached=False
+            )
+            if position.offset > end:
+                self.consumer.seek(TopicPartition(self.owner.topic, position.partition, end))
 
     # ------------------------------------------------------------------ delivery (event loop)
 
@@ -449,23 +495,49 @@ class _LoopLayer:
                 if record.error().code() != KafkaError._PARTITION_EOF:
                     logger.warning("Kafka read error: %s", record.error().str())
                 continue
-            # Read against wanted: how well reading by interest works (loadtest.kafka_interest).
-            size = len(record.value() or b"")
-            self.owner.metrics["read_bytes"] += size
-            kind, name = parse_record_key(record.key())
-            if kind == GROUP_KEY:
-                members = self.groups.get(name)
-                if not members:
-                    continue  # another group that hashes to a partition we read
-                self.owner.metrics["wanted_bytes"] += size
-                message = self.owner.deserialize(record.value())
-                offset = record.offset()
+            try:
+                self._deliver_record(record, now)
+            except Exception:
+                # One record we cannot read must not cost the others of its batch.
+                self.owner.metrics["bad_records"] += 1
+                logger.exception(
+                    "Kafka layer: skipped a record it cannot read (partition %d, offset %d)",
+                    record.partition(), record.offset(),
+                )  # fmt: skip
+
+    def _deliver_record(self, record, now: float) -> None:
+        partition, offset = record.partition(), record.offset()
+        if offset < self.last_offsets.get(partition, -1):
+            self._log_restarted(partition, offset)
+        self.last_offsets[partition] = offset
+        # Read against wanted: how well reading by interest works (loadtest.kafka_interest).
+        size = len(record.value() or b"")
+        self.owner.metrics["read_bytes"] += size
+        kind, name = parse_record_key(record.key())
+        if kind == GROUP_KEY:
+            members = self.groups.get(name)
+            if not members:
+                return  # another group that hashes to a partition we read
+            self.owner.metrics["wanted_bytes"] += size
+            message = self.owner.deserialize(record.value())
+            for channel, since in members.items():
+                if offset >= since:  # never a record sent before the member joined
+                    self._arrive(channel, dict(message), now, "group_receive_dropped")
+        elif kind == CHANNEL_KEY and name in self.channels:
+            self.owner.metrics["wanted_bytes"] += size
+            self._arrive(name, self.owner.deserialize(record.value()), now, "receive_dropped")
+
+    def _log_restarted(self, partition: int, offset: int) -> None:
+        """Offsets went back: the topic was made again (a broker that lost it) or its log cut
+        back (a leader lost). Members start from here, or would never receive again."""
+        logger.warning(
+            "Kafka topic %s partition %d restarted at offset %d; reading on from there",
+            self.owner.topic, partition, offset,
+        )  # fmt: skip
+        for group, members in self.groups.items():
+            if partition_for(group, self.partitions) == partition:
                 for channel, since in members.items():
-                    if offset >= since:  # never a record sent before the member joined
-                        self._arrive(channel, dict(message), now, "group_receive_dropped")
-            elif kind == CHANNEL_KEY and name in self.channels:
-                self.owner.metrics["wanted_bytes"] += size
-                self._arrive(name, self.owner.deserialize(record.value()), now, "receive_dropped")
+                    members[channel] = min(since, offset)
 
     def _arrive(self, channel: str, message: dict, now: float, drop_metric: str) -> None:
         """Queue an arriving message; a full channel drops its oldest (latest-wins)."""
@@ -566,7 +638,7 @@ class _LoopLayer:
     async def group_send_confirmed(self, messages: list[tuple[str, dict]]) -> None:
         await self._ensure_started()
         written = []
-        for group, message in messages:
+        for group, message in messages:  # every one is tried: one failure spares the others
             future = self.loop.create_future()
             written.append(future)
             try:
@@ -576,6 +648,8 @@ class _LoopLayer:
             except BufferError:
                 self.owner.metrics["group_send_dropped"] += 1
                 future.set_exception(ChannelFull(group))
+            except MessageTooLarge as error:
+                future.set_exception(error)
         results = await asyncio.gather(*written, return_exceptions=True)
         failures = [result for result in results if isinstance(result, BaseException)]
         if failures:
@@ -604,7 +678,7 @@ class _LoopLayer:
             if error is None:
                 self.loop.call_soon_threadsafe(_settle, future, future.set_result, record.offset())
             else:
-                self.owner.metrics["delivery_failed"] += 1
+                self.loop.call_soon_threadsafe(self._count, "delivery_failed")
                 failure = KafkaException(error)
                 self.loop.call_soon_threadsafe(_settle, future, future.set_exception, failure)
 
@@ -662,6 +736,8 @@ class _LoopLayer:
                 self.assigned.discard(partition)
 
     async def _command(self, command: str, partition: int, start: int | None = None) -> None:
+        if self.stopping.is_set():
+            raise RuntimeError("the Kafka layer was closed")
         future = self.loop.create_future()
         self.commands.put((command, partition, start, future))
         await future
@@ -682,6 +758,12 @@ class _LoopLayer:
     def read_partitions(self) -> set[int]:
         """Return the partitions this event loop reads (tests and operators)."""
         return set(self.assigned)
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    """Mark a task's failure as seen: its callers may all have given up waiting."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _settle(future: asyncio.Future, settle, value) -> None:

@@ -88,17 +88,28 @@ def client_configs(
         # partition count, and every process must hash by the same count.
         "allow.auto.create.topics": False,
     }
-    base = {**defaults, **common}
+    producer_defaults = {
+        # At most once, low latency: the live feed is latest-wins.
+        "enable.idempotence": False,
+        "acks": 1,
+        "retries": 0,
+        "linger.ms": 2,
+        "message.timeout.ms": 3000,
+        "queue.buffering.max.messages": 100_000,
+    }
+    consumer_defaults = {
+        "auto.offset.reset": "latest",
+        "fetch.wait.max.ms": fetch_wait_ms,
+        "fetch.error.backoff.ms": 50,
+        # librdkafka prefetches up to 64 MiB by default; what the event loop has not taken in
+        # time is stale anyway (see the hand-over bound in kafka.py).
+        "queued.max.messages.kbytes": 16_384,
+    }
     return ClientConfigs(
         producer={
-            **base,
-            # At most once, low latency: the live feed is latest-wins.
-            "enable.idempotence": False,
-            "acks": 1,
-            "retries": 0,
-            "linger.ms": 2,
-            "message.timeout.ms": 3000,
-            "queue.buffering.max.messages": 100_000,
+            **defaults,
+            **producer_defaults,
+            **common,
             **producer,
             **required,
             "message.max.bytes": RECORD_BYTES_ALLOWED,
@@ -107,13 +118,9 @@ def client_configs(
             "on_delivery": on_delivery,
         },
         consumer={
-            **base,
-            "auto.offset.reset": "latest",
-            "fetch.wait.max.ms": fetch_wait_ms,
-            "fetch.error.backoff.ms": 50,
-            # librdkafka prefetches up to 64 MiB a partition set by default; what is not read in
-            # time is stale anyway (see the hand-over bound in kafka.py).
-            "queued.max.messages.kbytes": 16_384,
+            **defaults,
+            **consumer_defaults,
+            **common,
             **consumer,
             **required,
             # Required by the client, never joined: partitions are assigned by hand.
@@ -121,7 +128,7 @@ def client_configs(
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
         },
-        admin={**base, **admin, **required},
+        admin={**defaults, **common, **admin, **required},
     )
 
 

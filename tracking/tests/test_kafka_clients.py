@@ -12,7 +12,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, Resourc
 from deploy.processes import free_port
 from deploy.tansu import FETCH_WAIT_MS
 from tracking.layers.kafka import KafkaChannelLayer
-from tracking.layers.kafka_clients import RECORD_BYTES_ALLOWED
+from tracking.layers.kafka_clients import RECORD_BYTES_ALLOWED, client_configs
 from tracking.tests.kafka_broker import kafka_broker  # noqa: F401 - fixture
 from tracking.tests.kafka_tls import TlsKafka
 
@@ -105,3 +105,21 @@ async def test_a_topic_made_by_the_layer_is_not_warned_about(kafka_broker, caplo
         await layer.new_channel()
         await layer.flush()
     assert not [r for r in caplog.records if f"Kafka topic {topic}" in r.getMessage()]
+
+
+def test_the_common_config_tunes_every_client_and_the_layer_s_keys_stay():
+    """KAFKA_CLIENT_CONFIG is documented as every client's: the layer's own per-client
+    defaults must not win over it; what the layer depends on must win over everything."""
+    built = client_configs(
+        bootstrap_servers="b:9092", client_id="c", fetch_wait_ms=100, error_cb=None,
+        on_delivery=None, admin={}, consumer={"fetch.wait.max.ms": 5},
+        common={"acks": "all", "message.timeout.ms": 10_000, "fetch.wait.max.ms": 50,
+                "enable.auto.commit": True, "allow.auto.create.topics": True},
+        producer={"delivery.report.only.error": True},
+    )  # fmt: skip
+    assert (built.producer["acks"], built.producer["message.timeout.ms"]) == ("all", 10_000)
+    assert built.consumer["fetch.wait.max.ms"] == 5
+    assert built.producer["delivery.report.only.error"] is False
+    assert built.consumer["enable.auto.commit"] is False
+    for config in (built.producer, built.consumer, built.admin):
+        assert config["allow.auto.create.topics"] is False

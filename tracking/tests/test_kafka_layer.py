@@ -1,6 +1,8 @@
 """What only the Kafka layer promises: reading by interest, drops instead of stalls, recovery."""
 
 import asyncio
+import os
+import signal
 import threading
 import time
 import uuid
@@ -10,9 +12,14 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.exceptions import ChannelFull
 from channels.layers import channel_layers
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaException, Producer
 
+import tracking.layers.kafka as kafka_module
+import tracking.relay as relay_module
+from deploy.tansu import KafkaBroker
+from teamtrack import control
 from tracking import health
+from tracking.devices import TeamBatch
 from tracking.layers.kafka import (
     HANDOVER_BATCHES,
     READ_BATCH,
@@ -20,6 +27,8 @@ from tracking.layers.kafka import (
     MessageTooLarge,
 )
 from tracking.layers.utils import partition_for
+from tracking.relay import Relay, RelayUnavailable
+from tracking.state import InMemoryRelayState
 from tracking.tests.clock import settle
 from tracking.tests.kafka_broker import kafka_broker  # noqa: F401 - fixture
 
@@ -414,3 +423,173 @@ async def test_a_failed_start_leaves_no_polling_thread(replicas, monkeypatch):
     await layer.new_channel()
     polling = [t for t in threading.enumerate() if t.name == f"kafka-layer-{loop_layer.process}"]
     assert len(polling) == 1
+
+
+# ---------------------------------------------------------------- found by review
+
+
+async def test_a_member_receives_again_after_the_topic_comes_back_empty(replicas, kafka_broker):  # noqa: F811
+    """A broker that loses the topic (tansu in memory; a log cut back on Kafka) restarts its
+    offsets: a member that joined at offset 2,000 must not wait for offset 2,000 again."""
+    sender, holder = replicas(), replicas()
+    for _ in range(4):
+        await sender.group_send_many([("team.1", {"type": "x", "n": -1}) for _ in range(500)])
+    channel = await holder.new_channel()
+    await holder.group_add("team.1", channel)
+    await sender.group_send_many([("team.1", {"type": "x", "n": 0})])
+    assert (await asyncio.wait_for(holder.receive(channel), 5))["n"] == 0
+
+    kafka_broker.restart()  # memory storage: the topic is made again, offsets from 0
+    loop = asyncio.get_running_loop()
+    started, n = loop.time(), 0
+    while True:
+        n += 1
+        try:
+            await sender.group_send_many([("team.1", {"type": "x", "n": n})])
+            message = await asyncio.wait_for(holder.receive(channel), 0.5)
+        except Exception:
+            assert loop.time() - started < 40, "no group message 40 s after the broker came back"
+            continue
+        break
+    assert message["n"] > 0
+
+
+@pytest.fixture
+def slow_start(monkeypatch):
+    """The first connection takes 1 s (a TLS and SASL handshake with three brokers); count the
+    consumers made."""
+    real_ensure_topic, real_consumer = kafka_module.ensure_topic, kafka_module.Consumer
+    consumers = []
+
+    def slow_ensure_topic(*args):
+        time.sleep(1)
+        return real_ensure_topic(*args)
+
+    def counting_consumer(config):
+        consumers.append(real_consumer(config))
+        return consumers[-1]
+
+    monkeypatch.setattr(kafka_module, "ensure_topic", slow_ensure_topic)
+    monkeypatch.setattr(kafka_module, "Consumer", counting_consumer)
+    return consumers
+
+
+async def test_a_caller_that_gives_up_on_the_start_does_not_cancel_the_others(replicas, slow_start):
+    layer = replicas()
+    probe = asyncio.ensure_future(asyncio.wait_for(layer.ping(), 0.3))  # readiness gives up
+    await asyncio.sleep(0.05)
+    relay = asyncio.ensure_future(layer.new_channel())  # a manager socket connecting meanwhile
+    with pytest.raises(TimeoutError):
+        await probe
+    assert "!" in await relay
+    await asyncio.sleep(1.5)
+    assert len(slow_start) == 1, "one start, however many callers came and went"
+
+
+async def test_one_unreadable_record_does_not_lose_the_rest_of_its_batch(
+    replicas,
+    kafka_broker,  # noqa: F811
+    caplog,
+):
+    sender, holder = replicas(), replicas()
+    channel = await holder.new_channel()
+    await holder.group_add("team.1", channel)
+    partition = partition_for("team.1", PARTITIONS)
+    raw = Producer({"bootstrap.servers": kafka_broker.bootstrap, "linger.ms": 50})
+    for key, value in ((b"g:team.1", b"\xc1 not msgpack"), (None, b"no key")):
+        raw.produce(holder.topic, value=value, key=key, partition=partition)
+    raw.produce(holder.topic, value=sender.serialize({"type": "x", "n": 1}), key=b"g:team.1",
+                partition=partition)  # fmt: skip
+    raw.flush(5)
+    assert (await asyncio.wait_for(holder.receive(channel), 5))["n"] == 1
+    assert holder.metrics["bad_records"] == 2
+    assert "skipped a record it cannot read" in caplog.text
+
+
+async def test_int_keys_round_trip(replicas):
+    sender, holder = replicas(), replicas()
+    channel = await holder.new_channel()
+    await holder.group_add("team.1", channel)
+    await sender.group_send_many([("team.1", {"type": "x", "by_worker": {7: "a"}})])
+    assert (await asyncio.wait_for(holder.receive(channel), 5))["by_worker"] == {7: "a"}
+
+
+async def test_a_group_add_under_way_when_the_layer_is_flushed_ends(replicas):
+    layer = replicas()
+    channel = await layer.new_channel()
+    adding = asyncio.ensure_future(layer.group_add("team.1", channel))
+    await asyncio.sleep(0)  # it wrote its fence and waits for the broker's report
+    await layer.flush()
+    done, _ = await asyncio.wait([adding], timeout=10)
+    assert done, "group_add() still waits 10 s after flush()"
+
+
+async def test_a_failed_relay_join_keeps_its_channel_for_the_next_try(replicas, monkeypatch):
+    layer = replicas()
+    monkeypatch.setattr(relay_module, "get_channel_layer", lambda: layer)
+    relay = Relay(state=InMemoryRelayState(), flush_window=1.0)
+    loop_layer = layer._layer()
+
+    async def fence_times_out(group, partition):
+        raise KafkaException("Local: Message timed out")
+
+    monkeypatch.setattr(loop_layer, "_fence", fence_times_out)
+    try:
+        for _ in range(20):  # sockets connecting during an outage, one after another
+            with pytest.raises(RelayUnavailable):
+                await relay._ensure_running()
+        assert len(loop_layer.channels) == 1
+    finally:
+        relay.stop()
+
+
+def feed_position(worker_id: int) -> dict:
+    return {"lat": 51.5 + worker_id * 1e-6, "lng": -0.12, "ts": 1764480000.123, "acc": 12.5,
+            "speed": 1.2, "heading": 270.0, "alt": 35.2, "batt": 87.0}  # fmt: skip
+
+
+async def test_a_team_bigger_than_one_message_reaches_its_managers(replicas, monkeypatch):
+    """12,000 positions of one window are 1.4 MB: more than a message carries. They go in
+    several messages, and the other teams' go too."""
+    sender, holder = replicas(), replicas(capacity=1000)
+    big, small = await holder.new_channel(), await holder.new_channel()
+    await holder.group_add("team.1", big)
+    await holder.group_add("team.2", small)
+    monkeypatch.setattr(relay_module, "get_channel_layer", lambda: sender)
+    relay = Relay(state=InMemoryRelayState(), flush_window=1.0)
+    await relay.publish(
+        {
+            1: TeamBatch(positions={w: feed_position(w) for w in range(12_000)}),
+            2: TeamBatch(positions={1: feed_position(1)}),
+        }
+    )
+    assert (await asyncio.wait_for(holder.receive(small), 5))["team_id"] == 2
+    workers = set()
+    while len(workers) < 12_000:
+        message = await asyncio.wait_for(holder.receive(big), 5)
+        workers |= {position["id"] for position in message["positions"]}
+    assert workers == set(range(12_000))
+
+
+def test_a_revocation_the_broker_never_took_is_logged(monkeypatch, caplog):
+    """teamtrack.control tells the relays from sync code; on Kafka a group_send returns before
+    the broker has the record, so it must wait for the broker and log when it did not take it."""
+    with KafkaBroker() as broker:
+        layer = KafkaChannelLayer(**broker.layer_config(), topic="revocations")
+        monkeypatch.setattr(control, "get_channel_layer", lambda: layer)
+        real_connect = kafka_module._LoopLayer._connect
+
+        def connect_then_the_broker_stalls(self):
+            real_connect(self)
+            os.kill(broker.process.pid, signal.SIGSTOP)  # a broker that hangs (GC, disk)
+
+        monkeypatch.setattr(kafka_module._LoopLayer, "_connect", connect_then_the_broker_stalls)
+        try:
+            # From a thread without an event loop, as a management command or the admin.
+            worker = threading.Thread(target=control.close_worker_sockets, args=(42,))
+            worker.start()
+            worker.join(20)
+        finally:
+            os.kill(broker.process.pid, signal.SIGCONT)
+    assert not worker.is_alive()
+    assert "Could not tell the relays to close sockets" in caplog.text

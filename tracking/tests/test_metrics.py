@@ -5,6 +5,9 @@ import time
 import pytest
 from django.test import Client
 
+from tracking import metrics
+from tracking.layers.kafka import KafkaChannelLayer
+
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(20)]
 
 
@@ -73,3 +76,18 @@ async def test_metrics_count_sockets_positions_rejections_and_frames(
     assert grew('teamtrack_frames_sent_total{type="positions"}') >= 1
     assert grew('teamtrack_bytes_sent_total{type="positions"}') > 0
     assert grew('teamtrack_relay_flush_seconds_count{stage="publish"}') >= 1
+
+
+def test_the_kafka_layer_s_failures_and_bytes_reach_metrics(monkeypatch):
+    layer = KafkaChannelLayer("127.0.0.1:1")
+    layer.metrics.update(delivery_failed=3, bad_records=1, read_bytes=900, wanted_bytes=300)
+    monkeypatch.setattr(metrics, "get_channel_layer", lambda: layer)
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.values()))): sample.value
+        for family in metrics.LayerDropsCollector().collect()
+        for sample in family.samples
+    }
+    assert samples[("teamtrack_layer_failed_total", ("delivery_failed",))] == 3
+    assert samples[("teamtrack_layer_failed_total", ("bad_records",))] == 1
+    assert samples[("teamtrack_layer_read_bytes_total", ("read",))] == 900
+    assert samples[("teamtrack_layer_read_bytes_total", ("wanted",))] == 300
