@@ -440,6 +440,7 @@ def kafka_cost(batched: dict, on_kafka: dict) -> list[str]:
     lines = [
         f"Sustained devices, batched-kafka / batched: {mine} / {theirs}"
         + (f" = {mine / theirs:.2f}" if theirs else "")
+        + (" (batched sustained its highest step)" if batched["steps"][-1]["sustained"] else "")
     ]
     by_devices = {s["devices"]: s for s in batched["steps"]}
     for step in on_kafka["steps"]:
