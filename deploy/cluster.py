@@ -3,7 +3,8 @@
     python -m deploy.cluster --replicas 2 --layer redis --port 8080 [--demo 25]
 
 It prints the URL and stops everything on Ctrl-C. The end-to-end tests and the benchmark use
-LocalCluster from Python to start, kill and restart replicas. The replicas run production
+LocalCluster from Python to start, kill and restart replicas, and to scale it while it runs: add
+a replica, or drain one and take it out, with nginx following (as an autoscaler does). The replicas run production
 settings (DEBUG off, collected static files), over plain HTTP on 127.0.0.1.
 """
 
@@ -21,6 +22,9 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+
+import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.processes import (
     ROOT,
@@ -107,6 +111,7 @@ class LocalCluster:
         }
         self.application = application
         self.replicas: list[subprocess.Popen | None] = [None] * replicas
+        self.leaving: set[int] = set()  # replicas being drained: out of nginx, still running
         self.nginx: subprocess.Popen | None = None
         self.logs: list = []
 
@@ -145,21 +150,78 @@ class LocalCluster:
         self.replicas[index] = process
         wait_for(f"{self.replica_url(index)}/healthz", process)
 
-    def start_nginx(self) -> None:
-        (self.workdir / "nginx-tmp").mkdir(exist_ok=True)
+    def active(self) -> list[int]:
+        """The replicas nginx sends requests to: running, and not being drained."""
+        return [i for i, p in enumerate(self.replicas) if p is not None and i not in self.leaving]
+
+    def _write_nginx_config(self) -> Path:
         servers = "\n".join(
-            f"        server 127.0.0.1:{port} max_fails=0;" for port in self.replica_ports
+            f"        server 127.0.0.1:{self.replica_ports[i]} max_fails=0;" for i in self.active()
         )
         config = string.Template(NGINX_TEMPLATE.read_text()).substitute(
             workdir=self.workdir, port=self.port, osmand_port=self.osmand_port, servers=servers
         )
         config_path = self.workdir / "nginx.conf"
         config_path.write_text(config)
+        return config_path
+
+    def start_nginx(self) -> None:
+        (self.workdir / "nginx-tmp").mkdir(exist_ok=True)
+        config_path = self._write_nginx_config()
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         self.nginx = self._spawn(
             "nginx", [nginx, "-p", str(self.workdir), "-c", str(config_path), "-g", "daemon off;"]
         )
         wait_for(f"{self.url}/healthz", self.nginx)
+
+    def reload_nginx(self, timeout: float = 10) -> None:
+        """Point nginx at the active replicas: new workers take new connections, the old ones
+        keep theirs (open sockets stay on their replicas) until they end. The new workers start
+        counting connections from zero, so least_conn spreads new sockets evenly at first."""
+        self._write_nginx_config()
+        master = psutil.Process(self.nginx.pid)
+        old_workers = master.children()
+        self.nginx.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        # The master starts the new workers, then (100 ms later) tells the old ones to stop
+        # accepting: until then the old configuration still takes new connections.
+        while not all(_stopped_accepting(worker) for worker in old_workers):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nginx did not reload in {timeout:g} s; see its log")
+            time.sleep(0.02)
+
+    def add_replica(self) -> int:
+        """Start one more replica and let nginx send it new connections; return its index."""
+        self.replica_ports.append(free_port())
+        self.replicas.append(None)
+        index = len(self.replicas) - 1
+        self.start_replica(index)
+        self.reload_nginx()
+        return index
+
+    def remove_replica(self, index: int, timeout: float = 30) -> int:
+        """Scale in by one, as a Kubernetes pod goes: nginx stops sending it new connections,
+        then SIGTERM drains it (its sockets close with 4012 and reconnect through nginx to the
+        others). Return its exit status."""
+        self.leaving.add(index)
+        self.reload_nginx()
+        process = self.replicas[index]
+        process.send_signal(signal.SIGTERM)
+        status = process.wait(timeout)
+        self.replicas[index] = None
+        self.leaving.discard(index)
+        return status
+
+    def open_sockets(self, index: int) -> dict[str, int]:
+        """The sockets a replica holds now, by kind (worker, manager), from its /metrics."""
+        with urllib.request.urlopen(f"{self.replica_url(index)}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+        return {
+            sample.labels["kind"]: int(sample.value)
+            for family in text_string_to_metric_families(text)
+            if family.name == "teamtrack_open_sockets"
+            for sample in family.samples
+        }
 
     def start(self) -> "LocalCluster":
         """Migrate, then start the replicas and nginx, each once the one before answers. If one
@@ -193,6 +255,14 @@ class LocalCluster:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _stopped_accepting(worker: psutil.Process) -> bool:
+    """Whether an nginx worker has gone, or is finishing its connections after a reload."""
+    try:
+        return "shutting down" in " ".join(worker.cmdline())
+    except psutil.NoSuchProcess:
+        return True
 
 
 def main() -> None:

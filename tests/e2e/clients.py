@@ -30,6 +30,8 @@ class Device:
         self.seq = 0
         self.connections = 0
         self.acked = 0  # the highest seq the server acknowledged
+        self.sent: dict[int, float] = {}  # seq -> the ts of the position it carried
+        self.acked_seqs: set[int] = set()
         self.errors: list[dict] = []  # every frame from the server but acks
         self.closes: list[int | str] = []  # how each socket ended (see close_code)
         self.connected_at: float | None = None  # monotonic time of the last handshake
@@ -46,7 +48,8 @@ class Device:
 
     def position(self) -> dict:
         self.seq += 1
-        return {"lat": self.lat, "lng": self.seq / 1000, "ts": time.time(), "seq": self.seq}
+        self.sent[self.seq] = time.time()
+        return {"lat": self.lat, "lng": self.seq / 1000, "ts": self.sent[self.seq], "seq": self.seq}
 
     async def _run(self) -> None:
         delay = 0.1
@@ -78,6 +81,7 @@ class Device:
                 frame = json.loads(text)
                 if frame.get("type") == "ack":
                     self.acked = max(self.acked, frame["seq"])
+                    self.acked_seqs.add(frame["seq"])
                 else:
                     self.errors.append(frame)
 
