@@ -37,14 +37,10 @@ def close_manager_sockets(user_id: int, *, team_id: int | None = None) -> None:
 
 
 def _tell_every_relay(message: dict) -> None:
-    layer = get_channel_layer()
+    # Not confirmed: a sync view must not wait for a slow broker, once per revoked worker. The
+    # Kafka layer logs a record the broker did not take (tracking/layers/kafka.py).
     try:
-        if "group_send_many" in getattr(layer, "extensions", ()):
-            # Confirmed where the layer can: the Kafka layer's group_send returns before the
-            # broker has the record, and a failure would then go unnoticed.
-            async_to_sync(layer.group_send_many)([(RELAYS_GROUP, message)])
-        else:
-            async_to_sync(layer.group_send)(RELAYS_GROUP, message)
+        async_to_sync(get_channel_layer().group_send)(RELAYS_GROUP, message)
     except Exception:
         # The token or session is already gone from the database, so no new socket gets in;
         # an open one stays until it reconnects. The change itself must not fail for that.

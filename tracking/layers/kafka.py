@@ -238,6 +238,7 @@ class _LoopLayer:
         # partition -> how many local groups (and the inbox) need it read; what is assigned
         self.readers: Counter[int] = Counter()
         self.assigned: set[int] = set()
+        self.topic_id = ""
         self.last_offsets: dict[int, int] = {}  # partition -> offset of the last record read
         self.locks: dict[object, list] = {}  # group or partition -> [lock, users]
         self.background: set[asyncio.Task] = set()
@@ -267,12 +268,12 @@ class _LoopLayer:
     async def _start(self) -> None:
         try:
             await self.loop.run_in_executor(None, self._connect)
-            if self.stopping.is_set():
-                self.consumer.close()
-                raise RuntimeError("the Kafka layer was closed while it started")
         except BaseException:
             self.started = None  # the next caller tries again
             raise
+        if self.stopping.is_set():  # flushed meanwhile: this loop layer is done for
+            await self.loop.run_in_executor(None, self._close_clients)
+            raise RuntimeError("the Kafka layer was closed while it started")
         # Started only once everything else is: a failed start leaves no thread behind.
         self.thread = threading.Thread(
             target=self._poll_forever, name=f"kafka-layer-{self.process}", daemon=True
@@ -294,7 +295,8 @@ class _LoopLayer:
             on_delivery=self._on_delivery,
         )
         self.admin_config = configs.admin
-        self.partitions = ensure_topic(configs.admin, self.owner.topic_spec)
+        topic = ensure_topic(configs.admin, self.owner.topic_spec)
+        self.partitions, self.topic_id = topic.partitions, topic.topic_id
         producer = consumer = None
         try:
             producer = Producer(configs.producer)
@@ -329,7 +331,13 @@ class _LoopLayer:
             logger.warning("Kafka client error: %s", error.str())
 
     def _on_delivery(self, error, record) -> None:
+        """Report a record `send` or `group_send` handed over and the broker never took: nobody
+        waits for it, so it is logged here (group_send_many's failures go to its caller)."""
         if error is not None:
+            logger.warning(
+                "Kafka layer: a record for %s was not written: %s",
+                (record.key() or b"").decode(errors="replace"), error.str(),
+            )  # fmt: skip
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody counts any more
                 self.loop.call_soon_threadsafe(self._count, "delivery_failed")
 
@@ -386,7 +394,7 @@ class _LoopLayer:
             if unsent:
                 logger.warning("Kafka layer closed with %d records the broker never took", unsent)
                 self.producer.purge()
-                self.producer.poll(0)  # their delivery reports fail whoever waits for them
+                self.producer.flush(1)  # their delivery reports fail whoever waits for them
         while True:  # commands that came too late: their callers must not wait for ever
             try:
                 *_, future = self.commands.get_nowait()
@@ -456,29 +464,35 @@ class _LoopLayer:
         try:
             for client in (self.producer, self.consumer):
                 client.list_topics(timeout=1)  # no topic named: asking must not create it
-            partitions = ensure_topic(self.admin_config, self.owner.topic_spec)
-            self._read_from_the_end_where_the_log_restarted()
+            topic = ensure_topic(self.admin_config, self.owner.topic_spec)
+            if topic.topic_id != self.topic_id:
+                self._read_the_new_topic()
+                self.topic_id = topic.topic_id
         except Exception:
             return
-        if partitions != self.partitions:
+        if topic.partitions != self.partitions:
             logger.warning(
                 "Kafka topic %s now has %d partitions; this process hashes by %d until it"
                 " restarts (docs/operations.md)",
-                self.owner.topic, partitions, self.partitions,
+                self.owner.topic, topic.partitions, self.partitions,
             )  # fmt: skip
         self.broker_lost = False
         self.reachable_since = time.monotonic()
 
-    def _read_from_the_end_where_the_log_restarted(self) -> None:
-        """A broker that came back with an empty topic (or a log cut back) ends before where we
-        read: move those partitions to the new end. Their members' start offsets follow when
-        the first record arrives (see _deliver_records)."""
-        for position in self.consumer.position(self.consumer.assignment()):
-            _, end = self.consumer.get_watermark_offsets(
-                position, timeout=BROKER_TIMEOUT, cached=False
-            )
-            if position.offset > end:
-                self.consumer.seek(TopicPartition(self.owner.topic, position.partition, end))
+    def _read_the_new_topic(self) -> None:
+        """The broker came back with the topic made anew (a broker that lost it): its logs
+        start again at 0, below where we read and where members joined. Read every partition
+        from its start, and let every member receive from there."""
+        logger.warning("Kafka topic %s was made anew; reading it from its start", self.owner.topic)
+        for assigned in self.consumer.assignment():
+            self.consumer.seek(TopicPartition(self.owner.topic, assigned.partition, 0))
+        self.loop.call_soon_threadsafe(self._forget_offsets)
+
+    def _forget_offsets(self) -> None:
+        self.last_offsets.clear()
+        for members in self.groups.values():
+            for channel in members:
+                members[channel] = 0
 
     # ------------------------------------------------------------------ delivery (event loop)
 
@@ -731,6 +745,8 @@ class _LoopLayer:
             if needed and partition not in self.assigned:
                 await self._command("read", partition, start)
                 self.assigned.add(partition)
+                # Read again from a fence that may lie below what was read before it left.
+                self.last_offsets.pop(partition, None)
             elif not needed and partition in self.assigned:
                 await self._command("unread", partition)
                 self.assigned.discard(partition)

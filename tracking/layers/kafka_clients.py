@@ -9,7 +9,7 @@ topic connects first. Per-client overrides come after it, and the keys the layer
 import logging
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,12 @@ class TopicSpec:
             "segment.ms": str(self.segment_ms),
             "max.message.bytes": str(RECORD_BYTES_ALLOWED),
         }
+
+
+@dataclass(frozen=True)
+class TopicFound:
+    partitions: int  # the real count: every process hashes by it
+    topic_id: str  # changes when the topic is made anew (a broker that lost it)
 
 
 @dataclass(frozen=True)
@@ -132,9 +138,9 @@ def client_configs(
     )
 
 
-def ensure_topic(admin_config: dict, spec: TopicSpec) -> int:
+def ensure_topic(admin_config: dict, spec: TopicSpec) -> TopicFound:
     """Make the topic if it is missing, warn about settings of an existing one that differ
-    from ours, and return its real partition count (every process hashes by it)."""
+    from ours, and return its partition count and id."""
     admin = AdminClient(admin_config)
     try:
         return _ensure_topic(admin, spec)
@@ -142,7 +148,7 @@ def ensure_topic(admin_config: dict, spec: TopicSpec) -> int:
         admin.poll(0)  # hands its queued log lines to Python logging
 
 
-def _ensure_topic(admin: AdminClient, spec: TopicSpec) -> int:
+def _ensure_topic(admin: AdminClient, spec: TopicSpec) -> TopicFound:
     # Asking for our topic only (a cluster may hold thousands); with auto-creation off, a
     # missing one comes back as UNKNOWN_TOPIC_OR_PART and is not made by the asking.
     metadata = admin.list_topics(spec.name, timeout=BROKER_TIMEOUT)
@@ -159,16 +165,17 @@ def _ensure_topic(admin: AdminClient, spec: TopicSpec) -> int:
         except KafkaException as error:
             if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
-        metadata = admin.list_topics(spec.name, timeout=BROKER_TIMEOUT)
     else:
         _warn_about_differences(admin, spec)
-    partitions = len(metadata.topics[spec.name].partitions)
+    topics = TopicCollection([spec.name])
+    described = admin.describe_topics(topics)[spec.name].result(BROKER_TIMEOUT)
+    partitions = len(described.partitions)
     if partitions != spec.partitions:
         logger.warning(
             "Kafka topic %s has %d partitions, not %d; using %d",
             spec.name, partitions, spec.partitions, partitions,
         )  # fmt: skip
-    return partitions or spec.partitions
+    return TopicFound(partitions or spec.partitions, str(described.topic_id))
 
 
 def _warn_about_differences(admin: AdminClient, spec: TopicSpec) -> None:

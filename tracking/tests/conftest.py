@@ -13,7 +13,7 @@ from teamtrack.asgi import application
 from tracking.limits import RedisLimits, get_limits
 from tracking.relay import get_relay
 from tracking.state import RedisRelayState
-from tracking.tests.kafka_broker import kafka_broker  # noqa: F401 - used by layer_kind
+from tracking.tests.kafka_broker import kafka_broker, replicas  # noqa: F401 - fixtures
 
 ORIGIN = (b"origin", b"http://localhost")
 

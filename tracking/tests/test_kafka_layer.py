@@ -1,8 +1,6 @@
 """What only the Kafka layer promises: reading by interest, drops instead of stalls, recovery."""
 
 import asyncio
-import os
-import signal
 import threading
 import time
 import uuid
@@ -16,8 +14,6 @@ from confluent_kafka import KafkaException, Producer
 
 import tracking.layers.kafka as kafka_module
 import tracking.relay as relay_module
-from deploy.tansu import KafkaBroker
-from teamtrack import control
 from tracking import health
 from tracking.devices import TeamBatch
 from tracking.layers.kafka import (
@@ -30,29 +26,9 @@ from tracking.layers.utils import partition_for
 from tracking.relay import Relay, RelayUnavailable
 from tracking.state import InMemoryRelayState
 from tracking.tests.clock import settle
-from tracking.tests.kafka_broker import kafka_broker  # noqa: F401 - fixture
+from tracking.tests.kafka_broker import PARTITIONS, kafka_broker  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.timeout(60)
-
-PARTITIONS = 16
-
-
-@pytest.fixture
-async def replicas(kafka_broker):  # noqa: F811 - the fixture imported above
-    """Make layers that stand for replicas: separate clients on one topic of their own."""
-    topic = f"test-{uuid.uuid4().hex[:8]}"
-    made = []
-
-    def make(**config) -> KafkaChannelLayer:
-        layer = KafkaChannelLayer(
-            **kafka_broker.layer_config(), topic=topic, partitions=PARTITIONS, **config
-        )
-        made.append(layer)
-        return layer
-
-    yield make
-    for layer in made:
-        await layer.flush()
 
 
 def groups_apart(count: int, avoid: set[int]) -> list[str]:
@@ -569,27 +545,3 @@ async def test_a_team_bigger_than_one_message_reaches_its_managers(replicas, mon
         message = await asyncio.wait_for(holder.receive(big), 5)
         workers |= {position["id"] for position in message["positions"]}
     assert workers == set(range(12_000))
-
-
-def test_a_revocation_the_broker_never_took_is_logged(monkeypatch, caplog):
-    """teamtrack.control tells the relays from sync code; on Kafka a group_send returns before
-    the broker has the record, so it must wait for the broker and log when it did not take it."""
-    with KafkaBroker() as broker:
-        layer = KafkaChannelLayer(**broker.layer_config(), topic="revocations")
-        monkeypatch.setattr(control, "get_channel_layer", lambda: layer)
-        real_connect = kafka_module._LoopLayer._connect
-
-        def connect_then_the_broker_stalls(self):
-            real_connect(self)
-            os.kill(broker.process.pid, signal.SIGSTOP)  # a broker that hangs (GC, disk)
-
-        monkeypatch.setattr(kafka_module._LoopLayer, "_connect", connect_then_the_broker_stalls)
-        try:
-            # From a thread without an event loop, as a management command or the admin.
-            worker = threading.Thread(target=control.close_worker_sockets, args=(42,))
-            worker.start()
-            worker.join(20)
-        finally:
-            os.kill(broker.process.pid, signal.SIGCONT)
-    assert not worker.is_alive()
-    assert "Could not tell the relays to close sockets" in caplog.text
