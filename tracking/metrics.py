@@ -21,6 +21,9 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily
 
 OPEN_SOCKETS = Gauge("teamtrack_open_sockets", "WebSockets open on this replica, by kind", ["kind"])
+# At 0 from the start: the autoscaler's average (deploy/k8s/base/hpa.yaml) must count a new pod.
+for _kind in ("worker", "manager"):
+    OPEN_SOCKETS.labels(_kind)
 POSITIONS_ACCEPTED = Counter(
     "teamtrack_positions_accepted", "Device positions taken for the live feed"
 )

@@ -91,3 +91,10 @@ def test_the_kafka_layer_s_failures_and_bytes_reach_metrics(monkeypatch):
     assert samples[("teamtrack_layer_failed_total", ("bad_records",))] == 1
     assert samples[("teamtrack_layer_read_bytes_total", ("read",))] == 900
     assert samples[("teamtrack_layer_read_bytes_total", ("wanted",))] == 300
+
+
+def test_open_sockets_read_zero_before_the_first_socket():
+    """A new pod must count in the autoscaler's average sockets per pod from its start."""
+    text = scrape().content.decode()
+    assert 'teamtrack_open_sockets{kind="worker"}' in text
+    assert 'teamtrack_open_sockets{kind="manager"}' in text
