@@ -23,6 +23,7 @@ class Generators:
         window: float,
         *,
         acks: bool = False,
+        reconnect: bool = False,
     ):
         context = multiprocessing.get_context("spawn")
         self.count = count
@@ -39,6 +40,7 @@ class Generators:
                     "seed": index,
                     "window": window,
                     "acks": acks,
+                    "reconnect": reconnect,
                 },
                 daemon=True,
             )
@@ -86,6 +88,21 @@ class Generators:
     def run(self, devices: int) -> None:
         self.ask_all([("run", n) for n in self.local_counts(devices)])
 
+    def set_open(self, devices: int, keep: int = 0) -> int:
+        """Have `devices` devices online in all, spread evenly over the processes; the first
+        `keep` stay online."""
+        commands = zip(self.local_counts(devices), self.local_counts(keep), strict=True)
+        replies = self.ask_all([("set_open", (n, k)) for n, k in commands])
+        return sum(reply["open"] for reply in replies)
+
+    def acked_positions(self) -> list[tuple[int, float]]:
+        """Every position the server acknowledged, as (worker, ts), with reconnect on."""
+        return [
+            tuple(p)
+            for reply in self.ask_all([("acked_positions", None)] * self.count)
+            for p in reply
+        ]
+
     def collect(self) -> dict:
         """Merge what every process saw since the last collect."""
         reports = self.ask_all([("collect", None)] * self.count)
@@ -99,6 +116,7 @@ class Generators:
                 "closed",
                 "positions_received",
                 "acked",
+                "reconnects",
             )  # fmt: skip
         }
         # Cores the generator processes used together since the last collect.
@@ -111,6 +129,10 @@ class Generators:
         ]
         merged["last_sent"] = {k: v for r in reports for k, v in r["last_sent"].items()}
         merged["watches"] = [w for r in reports for w in r["watches"]]
+        merged["gaps"] = {}
+        for r in reports:
+            for team_id, gap in r["gaps"].items():
+                merged["gaps"][team_id] = max(merged["gaps"].get(team_id, 0.0), gap)
         return merged
 
     def close(self) -> None:

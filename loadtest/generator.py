@@ -6,8 +6,11 @@ position per period, each in its own time slot so that the load is even; manager
 latency of every position they receive (receive time minus the position's `ts`) and the newest
 `ts` per worker, so that the bench can check that every worker's latest position reached every
 manager of its team. With `acks`, each position carries a `seq` and the device records how long
-its ack took (loadtest/phones.py compares that with the phone apps' HTTP answers). Counters and
-the latency histograms are per collect, never per position.
+its ack took (loadtest/phones.py compares that with the phone apps' HTTP answers). With
+`reconnect` (loadtest/spike.py), sockets the server closes (a drained replica's 4012) open again
+at once, as the apps do, every acknowledged position is remembered (worker, ts) so that the run
+can find each in the history, and each manager socket reports the longest time it went without
+positions. Counters and the latency histograms are per collect, never per position.
 """
 
 import asyncio
@@ -32,7 +35,9 @@ def latency_histogram() -> list[int]:
 
 
 class Device:
-    __slots__ = ("index", "worker_id", "token", "socket", "lat", "lng", "last_ts", "seq", "unacked")
+    __slots__ = (
+        "index", "worker_id", "token", "socket", "lat", "lng", "last_ts", "seq", "unacked", "sent_ts"
+    )  # fmt: skip
 
     def __init__(self, index: int, worker_id: int, token: str, rng: random.Random):
         self.index = index
@@ -44,12 +49,15 @@ class Device:
         self.last_ts = None
         self.seq = 0
         self.unacked: dict[int, float] = {}  # seq -> when it was sent (monotonic), with acks
+        self.sent_ts: dict[int, float] = {}  # seq -> the position's ts, with reconnect
 
 
 class Watch:
     """A manager socket on one team, and what it received."""
 
-    __slots__ = ("team_id", "slug", "headers", "socket", "seen", "frames", "first", "last")
+    __slots__ = (
+        "team_id", "slug", "headers", "socket", "seen", "frames", "first", "last", "last_at", "gap"
+    )  # fmt: skip
 
     def __init__(self, team_id: int, slug: str, headers: dict[str, str]):
         self.team_id = team_id
@@ -57,16 +65,29 @@ class Watch:
         self.headers = headers
         self.socket = None
         self.seen: dict[int, float] = {}
+        self.last_at: float | None = None  # monotonic time of the last positions frame
+        self.gap = 0.0  # the longest time without positions since the last collect
         # Positions frames, and the first and last flush window (wall clock) they arrived in.
         self.frames = self.first = self.last = 0
 
 
 class Generator:
     def __init__(
-        self, *, devices: list, period: float, seed: int, window: float = 0.1, acks: bool = False
+        self,
+        *,
+        devices: list,
+        period: float,
+        seed: int,
+        window: float = 0.1,
+        acks: bool = False,
+        reconnect: bool = False,
     ):
         rng = random.Random(seed)
         self.acks = acks
+        self.reconnect = reconnect
+        self.acked_positions: list[tuple[int, float]] = []  # (worker, ts), with reconnect
+        self.reconnects = 0
+        self.base_url = ""
         self.devices = [Device(i, w, t, rng) for i, (w, t) in enumerate(devices)]
         self.watches: list[Watch] = []
         self.slot_count = max(1, round(period / SLOT_SECONDS))
@@ -90,13 +111,16 @@ class Generator:
         self.latency = latency_histogram()
         self.acked = 0
         self.ack_latency = latency_histogram()
+        self.reconnects = 0
         for watch in self.watches:
             watch.frames = 0
+            watch.gap = 0.0
 
     # ------------------------------------------------------------ connections
 
-    async def connect_devices(self, base_url: str, count: int) -> dict:
-        """Open the sockets of the first `count` devices (those not open yet)."""
+    async def connect_devices(self, base_url: str, count: int, only: Device | None = None) -> dict:
+        """Open the sockets of the first `count` devices (those not open yet), or of `only`."""
+        self.base_url = base_url
         limit = asyncio.Semaphore(CONNECT_CONCURRENCY)
         failures = []
 
@@ -116,9 +140,8 @@ class Generator:
                     return
             self.spawn(self.read_device(device))
 
-        await asyncio.gather(
-            *(open_one(d) for d in self.devices[:count] if d.socket is None)
-        )  # fmt: skip
+        chosen = [only] if only is not None else self.devices[:count]
+        await asyncio.gather(*(open_one(d) for d in chosen if d.socket is None))
         return {"open": sum(d.socket is not None for d in self.devices), "failures": failures[:5]}
 
     async def churn(self, base_url: str, fraction: float) -> dict:
@@ -181,6 +204,8 @@ class Generator:
         if self.acks:
             seq = f',"seq":{device.seq}'
             device.unacked[device.seq] = time.monotonic()
+            if self.reconnect:
+                device.sent_ts[device.seq] = ts
             device.seq += 1
         frame = f'{{"type":"position","lat":{device.lat!r},"lng":{device.lng!r},"ts":{ts!r},"acc":5.0{seq}}}'
         socket = device.socket
@@ -211,6 +236,10 @@ class Generator:
         if device.socket is socket and not self.closing:
             self.closed += 1
             device.socket = None
+            if self.reconnect:
+                await asyncio.sleep(self.rng.uniform(0, 0.2))  # the apps' jitter
+                self.reconnects += 1
+                await self.connect_devices(self.base_url, device.index + 1, only=device)
 
     def acknowledged(self, device: Device, seq: int) -> None:
         """Count the positions an ack covers (every seq up to its own) and their latency."""
@@ -219,14 +248,66 @@ class Generator:
             sent_at = device.unacked.pop(sent_seq)
             self.acked += 1
             self.ack_latency[min(int((now - sent_at) * 1000), LATENCY_BINS - 1)] += 1
+        if self.reconnect:
+            # An ack covers its own frame (docs/protocol.md): only that position is promised.
+            for sent_seq in [s for s in device.sent_ts if s < seq]:
+                del device.sent_ts[sent_seq]
+            if seq in device.sent_ts:
+                self.acked_positions.append((device.worker_id, device.sent_ts.pop(seq)))
+
+    async def set_open(self, count: int, keep: int = 0) -> dict:
+        """Have `count` devices online: open the first ones that are not, or close a random
+        choice of the open ones past the first `keep` (workers go off duty in no order; nor do
+        their sockets sit on any one replica)."""
+        self.active = len(self.devices)  # every open socket sends
+        open_now = [d for d in self.devices if d.socket is not None]
+        if len(open_now) < count:
+            closed = [d for d in self.devices if d.socket is None][: count - len(open_now)]
+            await asyncio.gather(*(self.connect_devices(self.base_url, 0, only=d) for d in closed))
+        elif len(open_now) > count:
+            sockets = []
+            may_leave = [d for d in open_now if d.index >= keep]
+            for device in self.rng.sample(may_leave, min(len(may_leave), len(open_now) - count)):
+                sockets.append(device.socket)
+                device.socket = None  # ours, not the server's: no reconnect
+            await asyncio.gather(*(s.close() for s in sockets), return_exceptions=True)
+        return {"open": sum(d.socket is not None for d in self.devices)}
 
     async def read_watch(self, watch: Watch) -> None:
+        while True:
+            await self._read_watch(watch)
+            if self.closing or not self.reconnect:
+                return
+            # A drained replica closed the map (4012): open it again, as the page does.
+            await asyncio.sleep(self.rng.uniform(0, 0.2))
+            self.reconnects += 1
+            try:
+                watch.socket = await connect(
+                    f"{self.base_url}/ws/teams/{watch.slug}/",
+                    additional_headers=watch.headers,
+                    compression=None,
+                    ping_interval=None,
+                    open_timeout=60,
+                    max_size=None,
+                    max_queue=None,
+                )
+            except Exception:
+                watch.socket = None
+                await asyncio.sleep(0.5)
+
+    async def _read_watch(self, watch: Watch) -> None:
+        if watch.socket is None:
+            return
         try:
             async for text in watch.socket:
                 now = time.time()
                 frame = json.loads(text)
                 if frame["type"] != "positions":
                     continue
+                arrived = time.monotonic()
+                if watch.last_at is not None:
+                    watch.gap = max(watch.gap, arrived - watch.last_at)
+                watch.last_at = arrived
                 window = int(now / self.flush_window)
                 if not watch.frames:
                     watch.first = window
@@ -246,6 +327,16 @@ class Generator:
 
     # ------------------------------------------------------------ reporting
 
+    def longest_gaps(self) -> dict[int, float]:
+        """Per team watched here, the longest time one of its maps went without positions
+        since the last collect, counting the time since the last frame as well."""
+        now = time.monotonic()
+        gaps: dict[int, float] = {}
+        for watch in self.watches:
+            open_gap = now - watch.last_at if watch.last_at is not None else 0.0
+            gaps[watch.team_id] = max(gaps.get(watch.team_id, 0.0), watch.gap, open_gap)
+        return gaps
+
     def collect(self) -> dict:
         """Return what happened since the last collect, and reset the counters."""
         report = {
@@ -258,6 +349,8 @@ class Generator:
             "latency": self.latency,
             "acked": self.acked,
             "ack_latency": self.ack_latency,
+            "reconnects": self.reconnects,
+            "gaps": self.longest_gaps(),
             # This process's CPU seconds, and the wall-clock seconds, since the last collect.
             "cpu": process_cpu_seconds() - self.cpu_mark,
             "seconds": time.monotonic() - self.time_mark,
@@ -307,6 +400,10 @@ async def serve(pipe, generator: Generator, base_url: str) -> None:
             pipe.send(None)
         elif command == "collect":
             pipe.send(generator.collect())
+        elif command == "set_open":
+            pipe.send(await generator.set_open(*argument))
+        elif command == "acked_positions":
+            pipe.send(generator.acked_positions)
         elif command == "close":
             await generator.close()
             pipe.send(None)
@@ -322,10 +419,13 @@ def main(
     seed: int,
     window: float,
     acks: bool = False,
+    reconnect: bool = False,
 ) -> None:
     """Entry point of a generator process."""
     raise_open_file_limit()
-    generator = Generator(devices=devices, period=period, seed=seed, window=window, acks=acks)
+    generator = Generator(
+        devices=devices, period=period, seed=seed, window=window, acks=acks, reconnect=reconnect
+    )
     asyncio.run(serve(pipe, generator, base_url))
 
 
