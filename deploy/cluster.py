@@ -199,18 +199,26 @@ class LocalCluster:
         self.reload_nginx()
         return index
 
-    def remove_replica(self, index: int, timeout: float = 30) -> int:
+    def remove_replica(self, index: int, grace: float = 45) -> int:
         """Scale in by one, as a Kubernetes pod goes: nginx stops sending it new connections,
         then SIGTERM drains it (its sockets close with 4012 and reconnect through nginx to the
-        others). Return its exit status."""
+        others); past `grace` (deploy/k8s's terminationGracePeriodSeconds) SIGKILL. Return its
+        exit status (-9: killed)."""
+        if self.active() == [index]:
+            raise ValueError("the last replica: nginx would have nowhere to send anyone")
         self.leaving.add(index)
-        self.reload_nginx()
-        process = self.replicas[index]
-        process.send_signal(signal.SIGTERM)
-        status = process.wait(timeout)
-        self.replicas[index] = None
-        self.leaving.discard(index)
-        return status
+        try:
+            self.reload_nginx()
+            process = self.replicas[index]
+            process.send_signal(signal.SIGTERM)
+            try:
+                return process.wait(grace)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                return process.wait()
+        finally:
+            self.replicas[index] = None
+            self.leaving.discard(index)
 
     def open_sockets(self, index: int) -> dict[str, int]:
         """The sockets a replica holds now, by kind (worker, manager), from its /metrics."""

@@ -117,6 +117,7 @@ class Generators:
                 "positions_received",
                 "acked",
                 "reconnects",
+                "reconnects_failed",
             )  # fmt: skip
         }
         # Cores the generator processes used together since the last collect.

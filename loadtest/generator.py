@@ -87,6 +87,7 @@ class Generator:
         self.reconnect = reconnect
         self.acked_positions: list[tuple[int, float]] = []  # (worker, ts), with reconnect
         self.reconnects = 0
+        self.reconnects_failed = 0
         self.base_url = ""
         self.devices = [Device(i, w, t, rng) for i, (w, t) in enumerate(devices)]
         self.watches: list[Watch] = []
@@ -112,6 +113,7 @@ class Generator:
         self.acked = 0
         self.ack_latency = latency_histogram()
         self.reconnects = 0
+        self.reconnects_failed = 0
         for watch in self.watches:
             watch.frames = 0
             watch.gap = 0.0
@@ -237,9 +239,19 @@ class Generator:
             self.closed += 1
             device.socket = None
             if self.reconnect:
-                await asyncio.sleep(self.rng.uniform(0, 0.2))  # the apps' jitter
-                self.reconnects += 1
-                await self.connect_devices(self.base_url, device.index + 1, only=device)
+                await self.reconnect_device(device)
+
+    async def reconnect_device(self, device: Device) -> None:
+        """Open a closed device's socket again as the apps do: at once, with jitter, and with
+        backoff while it fails."""
+        delay = 0.2
+        while device.socket is None and not self.closing:
+            await asyncio.sleep(self.rng.uniform(0, delay))
+            self.reconnects += 1
+            await self.connect_devices(self.base_url, 0, only=device)
+            if device.socket is None:
+                self.reconnects_failed += 1
+                delay = min(delay * 2, 2.0)
 
     def acknowledged(self, device: Device, seq: int) -> None:
         """Count the positions an ack covers (every seq up to its own) and their latency."""
@@ -293,6 +305,7 @@ class Generator:
                 )
             except Exception:
                 watch.socket = None
+                self.reconnects_failed += 1
                 await asyncio.sleep(0.5)
 
     async def _read_watch(self, watch: Watch) -> None:
@@ -350,6 +363,7 @@ class Generator:
             "acked": self.acked,
             "ack_latency": self.ack_latency,
             "reconnects": self.reconnects,
+            "reconnects_failed": self.reconnects_failed,
             "gaps": self.longest_gaps(),
             # This process's CPU seconds, and the wall-clock seconds, since the last collect.
             "cpu": process_cpu_seconds() - self.cpu_mark,

@@ -5,9 +5,9 @@ they fall, and the run reports what that did to live traffic.
     python -m loadtest.spike [--quick] [--base 300] [--minutes 6] [--target 400]
 
 The rule is the HorizontalPodAutoscaler's (deploy/k8s): desired replicas = ceil(open sockets /
-target), within --min-replicas and --max-replicas, ignored within 10% of the target; up at once,
-one replica per evaluation; down only after --down-stable seconds of wanting fewer, one at a
-time, the newest first (as a ReplicaSet picks), by draining (deploy/cluster.py remove_replica: out of nginx, then
+target), within --min-replicas and --max-replicas, ignored within 10% of the target; up at once
+to the desired count; down only after --down-stable seconds of wanting fewer, one at a time, the
+newest first (as a ReplicaSet picks), by draining (deploy/cluster.py remove_replica: out of nginx, then
 SIGTERM; its sockets close with 4012 and the devices and maps reconnect through nginx).
 
 Devices send one position a second with a `seq` and reconnect at once when closed; maps
@@ -51,8 +51,8 @@ def parse_args(argv=None):
     parser.add_argument("--base", type=int, default=300, help="devices at the start and the end")
     parser.add_argument("--factor", type=float, default=4.0, help="the peak, times the base")
     parser.add_argument("--minutes", type=float, default=6.0, help="the whole ramp, up and down")
-    parser.add_argument("--target", type=int, default=400, help="open sockets per replica")
-    parser.add_argument("--min-replicas", type=int, default=1)
+    parser.add_argument("--target", type=int, default=300, help="open sockets per replica")
+    parser.add_argument("--min-replicas", type=int, default=2, help="the HPA's minReplicas")
     parser.add_argument("--max-replicas", type=int, default=6)
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between decisions")
     parser.add_argument("--down-stable", type=float, default=30.0, help="seconds before a drain")
@@ -63,7 +63,7 @@ def parse_args(argv=None):
     parser.add_argument("--workdir", type=Path)
     args = parser.parse_args(argv)
     if args.quick:
-        args.base, args.minutes, args.target = 40, 1.25, 60
+        args.base, args.minutes, args.target, args.min_replicas = 40, 1.25, 60, 1
         args.interval, args.down_stable, args.team_size = 2.0, 4.0, 10
     args.replicas = args.min_replicas  # for run_facts: where it starts
     return args
@@ -116,7 +116,13 @@ class Autoscaler:
             desired = replicas
         if desired > replicas:
             self.wanting_fewer_since = None
-            self._scale(now, "up", sockets, self.cluster.add_replica)
+            added = desired - replicas
+
+            def add():
+                for _ in range(added):
+                    self.cluster.add_replica()
+
+            self._scale(now, "up", sockets, add)
         elif desired < replicas:
             self.wanting_fewer_since = self.wanting_fewer_since or now
             if now - self.wanting_fewer_since >= self.args.down_stable:
@@ -178,7 +184,7 @@ def run(args, env: dict, workdir: Path) -> dict:
         database_url=env["DATABASE_URL"],
         env=env,
     )
-    samples, histogram, outside, during = [], latency_histogram(), latency_histogram(), []
+    samples, sample_bins = [], []
     with cluster:
         generators = Generators(
             cluster.url, devices, args.generators, 1.0, flush_window(), acks=True, reconnect=True
@@ -205,13 +211,8 @@ def run(args, env: dict, workdir: Path) -> dict:
                 time.sleep(max(0.0, 1.0 - (time.monotonic() - started - now)))
                 report = generators.collect()
                 seconds = time.monotonic() - started
-                event = in_event(seconds, scaler.events)
                 bins = report["latency"]
-                histogram = [a + b for a, b in zip(histogram, bins, strict=True)]
-                if event:
-                    during.append(seconds)
-                else:
-                    outside = [a + b for a, b in zip(outside, bins, strict=True)]
+                sample_bins.append(bins)
                 gaps = [gap for team_id, gap in report["gaps"].items() if team_id in steady]
                 samples.append(
                     {
@@ -223,8 +224,8 @@ def run(args, env: dict, workdir: Path) -> dict:
                         "p50_ms": percentile(bins, 0.5),
                         "p99_ms": percentile(bins, 0.99),
                         "reconnects": report["reconnects"],
+                        "reconnects_failed": report["reconnects_failed"],
                         "longest_gap_s": round(max(gaps, default=0.0), 2),
-                        "scale_event": event,
                     }
                 )
             scaler.settle()
@@ -236,7 +237,15 @@ def run(args, env: dict, workdir: Path) -> dict:
             generators.close()
         lost = set(acked) - stored_positions(Path(env["DATABASE_URL"].removeprefix("sqlite:///")))
         latest = delivery(final, team_workers, set(final["last_sent"]), 1.0)["latest_delivered_pct"]
-    event_gaps = [s["longest_gap_s"] for s in samples if s["scale_event"]]
+    # Which seconds belong to a scale event is known once each event has finished.
+    histogram, outside = latency_histogram(), latency_histogram()
+    for sample, bins in zip(samples, sample_bins, strict=True):
+        sample["scale_event"] = in_event(sample["seconds"], scaler.events)
+        histogram = [a + b for a, b in zip(histogram, bins, strict=True)]
+        if not sample["scale_event"]:
+            outside = [a + b for a, b in zip(outside, bins, strict=True)]
+    during = [s for s in samples if s["scale_event"]]
+    event_gaps = [s["longest_gap_s"] for s in during]
     return {
         "settings": {
             key: getattr(args, key)
@@ -264,6 +273,7 @@ def run(args, env: dict, workdir: Path) -> dict:
             "scale_ups": sum(e["direction"] == "up" for e in scaler.events),
             "scale_downs": sum(e["direction"] == "down" for e in scaler.events),
             "reconnects": sum(s["reconnects"] for s in samples),
+            "reconnects_failed": sum(s["reconnects_failed"] for s in samples),
             "longest_gap_s": max((s["longest_gap_s"] for s in samples), default=0.0),
             "longest_gap_at_scale_events_s": max(event_gaps, default=0.0),
             "p99_ms": percentile(histogram, 0.99),
@@ -319,7 +329,8 @@ def markdown(result: dict, plot: str) -> str:
         "outside scale events.",
         f"- Longest time a map of a steadily reporting team went without positions: "
         f"{s['longest_gap_s']} s (at scale events {s['longest_gap_at_scale_events_s']} s).",
-        f"- Reconnects (devices and maps): {s['reconnects']}.",
+        f"- Reconnects (devices and maps): {s['reconnects']}, of which {s['reconnects_failed']} "
+        "failed once and were tried again.",
         f"- Acknowledged positions: {s['acknowledged']}, of which {s['acknowledged_not_stored']} "
         f"missing from the history; latest positions at their maps at the end: "
         f"{s['latest_delivered_pct']}%.",

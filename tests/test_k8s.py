@@ -184,8 +184,9 @@ def dockerfile_cmd() -> list[str]:
 
 def drain_budget() -> float:
     """What a draining replica may take after SIGTERM, from the code (tracking/relay.py
-    Relay.drain): the last tick's hand-off, storing what devices sent, the closes' grace."""
-    return devices.STEP_TIMEOUT + relay.DRAIN_STORE_TIMEOUT + drain.CLOSE_GRACE
+    Relay.drain): a tick already under way, the drain's own tick's hand-off, storing what
+    devices sent, the closes' grace."""
+    return 2 * devices.STEP_TIMEOUT + relay.DRAIN_STORE_TIMEOUT + drain.CLOSE_GRACE
 
 
 # ------------------------------------------------------------ the checks
@@ -343,6 +344,26 @@ def check_proxies(rendered: list[dict]) -> None:
         assert settings.get(name), f"{name} must name the cluster's networks"
         for network in settings[name].split(","):
             ipaddress.ip_network(network, strict=False)
+    # Pods and the controller get addresses from any private range the network plugin uses
+    # (192.168/16 on eksctl's and Calico's defaults, 100.64/10 on some): the kubelet's probes
+    # and Prometheus come from the same ranges as the controller.
+    trusted = {ipaddress.ip_network(n) for n in settings["TRUSTED_PROXIES"].split(",")}
+    allowed = {ipaddress.ip_network(n) for n in settings["METRICS_ALLOWED_NETWORKS"].split(",")}
+    assert trusted <= allowed, "the probes come from where the controller does"
+
+
+def test_the_base_trusts_every_range_a_network_plugin_gives_pods():
+    """A site narrows them to its own pod network (deploy/k8s/site); the base must work on any
+    cluster, whichever private range its pods get."""
+    settings = dict(
+        line.split("=", 1)
+        for line in (K8S / "base" / "settings.env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    for name in ("TRUSTED_PROXIES", "METRICS_ALLOWED_NETWORKS"):
+        networks = {ipaddress.ip_network(n) for n in settings[name].split(",")}
+        for private in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"):
+            assert ipaddress.ip_network(private) in networks, (name, private)
 
 
 def check_command(rendered: list[dict]) -> None:
