@@ -728,3 +728,12 @@ def test_each_check_catches_its_part_gone(rendered, mutation):
     mutate(changed)
     with pytest.raises(AssertionError):
         check(changed)
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_pods_wait_for_their_release_s_migrations(rendered, overlay):
+    pod = one(rendered[overlay], "Deployment", WEB)["spec"]["template"]["spec"]
+    (waiting,) = pod["initContainers"]
+    assert "migrate --check" in " ".join(waiting["command"])
+    assert waiting["image"] == web_container(rendered[overlay])["image"]
+    assert waiting["envFrom"] == web_container(rendered[overlay])["envFrom"]
