@@ -433,23 +433,34 @@ def ratios(modes: dict) -> list[str]:
     return lines
 
 
+def sustained_against(title: str, mine: dict, base: dict, base_name: str) -> str:
+    """One mode's sustained devices against another's of the same run."""
+    ours, theirs = mine["sustained_devices"], base["sustained_devices"]
+    return (
+        f"{title}: {ours} / {theirs}"
+        + (f" = {ours / theirs:.2f}" if theirs else "")
+        + (f" ({base_name} sustained its highest step)" if base["steps"][-1]["sustained"] else "")
+    )
+
+
+def same_steps(mine: dict, base: dict):
+    """Yield (devices, our CPU per position, the base's, our step) for steps both ran."""
+    by_devices = {s["devices"]: s for s in base["steps"]}
+    for step in mine["steps"]:
+        other = by_devices.get(step["devices"])
+        if other is not None:
+            cpu, base_cpu = step["server_cpu_us_per_position"], other["server_cpu_us_per_position"]
+            yield step["devices"], cpu, base_cpu, step
+
+
 def kafka_cost(batched: dict, on_kafka: dict) -> list[str]:
     """The relay on the Kafka layer against the same relay on Redis pub/sub, and the broker's
     share of its CPU."""
-    mine, theirs = on_kafka["sustained_devices"], batched["sustained_devices"]
-    lines = [
-        f"Sustained devices, batched-kafka / batched: {mine} / {theirs}"
-        + (f" = {mine / theirs:.2f}" if theirs else "")
-        + (" (batched sustained its highest step)" if batched["steps"][-1]["sustained"] else "")
-    ]
-    by_devices = {s["devices"]: s for s in batched["steps"]}
-    for step in on_kafka["steps"]:
-        other = by_devices.get(step["devices"])
-        if other is None:
-            continue
-        cpu, base = step["server_cpu_us_per_position"], other["server_cpu_us_per_position"]
+    title = "Sustained devices, batched-kafka / batched"
+    lines = [sustained_against(title, on_kafka, batched, "batched")]
+    for devices, cpu, base, _ in same_steps(on_kafka, batched):
         lines.append(
-            f"Server CPU per position at {step['devices']} devices, batched-kafka / batched: "
+            f"Server CPU per position at {devices} devices, batched-kafka / batched: "
             f"{cpu['total']} / {base['total']} µs = {cpu['total'] / base['total']:.2f}; of it the "
             f"Kafka broker {cpu['kafka']} µs, Redis {cpu['broker']} against {base['broker']} µs"
         )
@@ -458,20 +469,11 @@ def kafka_cost(batched: dict, on_kafka: dict) -> list[str]:
 
 def history_cost(batched: dict, live_only: dict) -> list[str]:
     """What storing every position costs: the relay with its history against the same without."""
-    mine, theirs = batched["sustained_devices"], live_only["sustained_devices"]
-    lines = [
-        f"History's cost in sustained devices, batched / live-only: {mine} / {theirs}"
-        + (f" = {mine / theirs:.2f}" if theirs else "")
-        + (" (live-only sustained its highest step)" if live_only["steps"][-1]["sustained"] else "")
-    ]
-    by_devices = {s["devices"]: s for s in live_only["steps"]}
-    for step in batched["steps"]:
-        other = by_devices.get(step["devices"])
-        if other is None:
-            continue
-        cpu, base = step["server_cpu_us_per_position"], other["server_cpu_us_per_position"]
+    title = "History's cost in sustained devices, batched / live-only"
+    lines = [sustained_against(title, batched, live_only, "live-only")]
+    for devices, cpu, base, step in same_steps(batched, live_only):
         lines.append(
-            f"Server CPU per position at {step['devices']} devices, database included, batched / "
+            f"Server CPU per position at {devices} devices, database included, batched / "
             f"live-only: {cpu['total']} / {base['total']} µs = {cpu['total'] / base['total']:.2f}; "
             f"the writer committed {step['stored_per_s']} positions/s"
         )

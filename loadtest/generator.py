@@ -71,6 +71,19 @@ class Watch:
         self.frames = self.first = self.last = 0
 
 
+async def open_watch(base_url: str, watch: Watch):
+    """Open a manager socket on the watch's team."""
+    return await connect(
+        f"{base_url}/ws/teams/{watch.slug}/",
+        additional_headers=watch.headers,
+        compression=None,
+        ping_interval=None,
+        open_timeout=60,
+        max_size=None,
+        max_queue=None,
+    )
+
+
 class Generator:
     def __init__(
         self,
@@ -165,15 +178,7 @@ class Generator:
         for team_id, slug, headers in watches:
             watch = Watch(team_id, slug, headers)
             try:
-                watch.socket = await connect(
-                    f"{base_url}/ws/teams/{slug}/",
-                    additional_headers=watch.headers,
-                    compression=None,
-                    ping_interval=None,
-                    open_timeout=60,
-                    max_size=None,
-                    max_queue=None,
-                )
+                watch.socket = await open_watch(base_url, watch)
                 snapshot = json.loads(await watch.socket.recv())
                 assert snapshot["type"] == "snapshot", snapshot
             except Exception as error:
@@ -294,15 +299,7 @@ class Generator:
             await asyncio.sleep(self.rng.uniform(0, 0.2))
             self.reconnects += 1
             try:
-                watch.socket = await connect(
-                    f"{self.base_url}/ws/teams/{watch.slug}/",
-                    additional_headers=watch.headers,
-                    compression=None,
-                    ping_interval=None,
-                    open_timeout=60,
-                    max_size=None,
-                    max_queue=None,
-                )
+                watch.socket = await open_watch(self.base_url, watch)
             except Exception:
                 watch.socket = None
                 self.reconnects_failed += 1

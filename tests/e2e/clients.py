@@ -231,6 +231,35 @@ class ManagerSession(ManagerClient):
         return False
 
 
+class Silences:
+    """The longest time each of some managers went without positions, sampled every 50 ms
+    while running (a map's silence across a scale event or a restart)."""
+
+    def __init__(self, managers: list):
+        self.managers = managers
+        self.longest = {id(m): 0.0 for m in managers}
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> "Silences":
+        self.task = asyncio.ensure_future(self._sample())
+        return self
+
+    async def stop(self) -> float:
+        """Stop sampling; return the longest silence of any of them, in seconds."""
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        return max(self.longest.values())
+
+    async def _sample(self) -> None:
+        while True:
+            now = time.monotonic()
+            for manager in self.managers:
+                silence = now - max(manager.received_at.values())
+                self.longest[id(manager)] = max(self.longest[id(manager)], silence)
+            await asyncio.sleep(0.05)
+
+
 async def next_frame(socket, frame_type: str, timeout: float = 5) -> dict:
     """Return the next frame of this type from a websockets connection, skipping others."""
     async with asyncio.timeout(timeout):

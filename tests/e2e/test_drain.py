@@ -12,6 +12,7 @@ from tests.e2e.clients import (
     Device,
     ManagerSession,
     ManagerWatch,
+    Silences,
     close_code,
     next_frame,
     wait_until,
@@ -100,30 +101,17 @@ def test_a_rolling_restart_leaves_no_manager_without_positions_for_long(cluster)
         await wait_until(
             lambda: all(len(m.latest) == len(devices) for m in managers), 10, "every worker seen"
         )
-        longest_silence = {id(m): 0.0 for m in managers}
-        stop_sampling = asyncio.Event()
-
-        async def sample_silence():
-            while not stop_sampling.is_set():
-                now = time.monotonic()
-                for manager in managers:
-                    silence = now - max(manager.received_at.values())
-                    longest_silence[id(manager)] = max(longest_silence[id(manager)], silence)
-                await asyncio.sleep(0.05)
-
-        sampler = asyncio.ensure_future(sample_silence())
+        silences = Silences(managers).start()
         for index in range(len(cluster.replicas)):
             cluster.replicas[index].send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(cluster.replicas[index].wait, 10) == 0
             await asyncio.to_thread(cluster.start_replica, index)
             await asyncio.sleep(1)  # the next replica goes once this one is back and ready
-        stop_sampling.set()
-        await sampler
+        worst = await silences.stop()
         for client in [*managers, *devices]:
             await client.stop()
-        worst = max(longest_silence.values())
         print(f"longest time a map went without positions during the restart: {worst:.2f} s")
-        assert worst < 3.0, longest_silence
+        assert worst < 3.0, silences.longest
         # Every socket that ended ended with the restart's code, never dropped or refused.
         closes = [code for client in [*managers, *devices] for code in client.closes]
         assert closes and set(closes) == {4012}, closes
