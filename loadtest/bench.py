@@ -7,7 +7,8 @@ on the real local cluster (nginx, N daphne replicas, Redis or Kafka), measured i
 
 For each mode (bare: frames received and dropped; stock: one group_send per position and one
 encode per manager, loadtest/stock.py; batched: TeamTrack's relay, storing every position;
-live-only: the same with HISTORY=false) it starts the cluster, then:
+live-only: the same with HISTORY=false; batched-no-acks: batched with devices that send no
+`seq`, so that nothing is acknowledged) it starts the cluster, then:
 - idle (not live-only): holds idle device sockets on one replica and reports its memory per
   connection;
 - steps: raises the number of devices sending one position a second until a step is not
@@ -15,7 +16,9 @@ live-only: the same with HISTORY=false) it starts the cluster, then:
   or server falling behind), reporting rates, latency, delivery, and server CPU per position
   (daphne, nginx, the broker and PostgreSQL, from /proc) and positions stored per second;
 - fan-out (stock and batched): one team of many workers watched by many manager sockets.
-The load generator runs in several processes (loadtest/generator.py); its CPU is reported too.
+Devices send a `seq` with every position and count acks, as real devices do (--no-acks: none,
+in every mode); a position of a relaying mode not acknowledged within 5 s is an error. The load
+generator runs in several processes (loadtest/generator.py); its CPU is reported too.
 Results go to loadtest/results/bench-<layer>.{json,md} (or --output-dir), with the machine's
 cores and the git revision. It also writes the provisioned tokens for the locustfile.
 """
@@ -34,7 +37,7 @@ import psycopg
 
 from deploy.cluster import LocalCluster, manage
 from loadtest.fleet import Generators, delivery, watch_entries
-from loadtest.generator import ms
+from loadtest.generator import ms, percentile
 from loadtest.machine import children, process_cpu, process_rss
 from loadtest.runs import (
     PASSWORD,
@@ -56,7 +59,8 @@ RESULTS = Path(__file__).with_name("results")
 # batched: the relay as shipped, history on; live-only: the same with HISTORY=false, so that the
 # run reports what storing every position costs.
 # batched-kafka: the relay as shipped on the Kafka layer, beside batched on --layer in one run.
-MODES = ("bare", "stock", "batched", "live-only", "batched-kafka")
+# batched-no-acks: the relay as shipped, its devices asking for no acks (what acks cost).
+MODES = ("bare", "stock", "batched", "live-only", "batched-no-acks", "batched-kafka")
 P99_LIMIT_MS = 250
 SENT_SHARE = 0.98  # below this share of the offered rate, the generator (or machine) fell behind
 
@@ -120,6 +124,22 @@ class Bench:
     def delivers(self) -> bool:
         return self.mode != "bare"
 
+    @property
+    def acks(self) -> bool:
+        """Whether devices send `seq` (bare's too, so that frames are alike; it acknowledges
+        nothing, and is not asked to)."""
+        return not self.args.no_acks and self.mode != "batched-no-acks"
+
+    def generators(self, devices: list) -> Generators:
+        return Generators(
+            self.cluster.url,
+            devices,
+            self.args.generators,
+            1.0,
+            self.world["flush_window"],
+            acks=self.acks,
+        )
+
     def bare_frames(self) -> int:
         """Frames the bare app's replicas received so far."""
         return sum(
@@ -140,9 +160,7 @@ class Bench:
         count = self.args.idle
         log(f"  idle: {count} device sockets on replica 0")
         devices = self.world["devices"][:count]
-        generators = Generators(
-            self.cluster.url, devices, self.args.generators, 1.0, self.world["flush_window"]
-        )
+        generators = self.generators(devices)
         try:
             replica = self.cluster.replicas[0].pid
             before = process_rss(replica)
@@ -177,10 +195,7 @@ class Bench:
     # ------------------------------------------------------------ steps of rising load
 
     def steps(self) -> list[dict]:
-        devices = self.world["devices"]
-        generators = Generators(
-            self.cluster.url, devices, self.args.generators, 1.0, self.world["flush_window"]
-        )
+        generators = self.generators(self.world["devices"])
         rss_base = self.server.replica_rss()
         results = []
         try:
@@ -224,7 +239,7 @@ class Bench:
             "manager_sockets": watches,
             "offered_per_s": devices,
             "sent_per_s": round(sent / elapsed),
-            "errors": report["send_failures"] + report["error_frames"] + report["closed"],
+            "errors": errors(report, self.acks and self.delivers),
             "server_cpu_us_per_position": {
                 name: round(seconds * 1e6 / max(sent, 1)) for name, seconds in cpu.items()
             },
@@ -242,6 +257,8 @@ class Bench:
         if self.delivers:
             active = {worker_id for worker_id, _ in self.world["devices"][:devices]}
             result.update(self.delivery(report, active, elapsed))
+            if self.acks:
+                result["acks"] = ack_figures(report, elapsed)
             result["sustained"] = (
                 kept_up
                 and result["latency_ms"]["p99"] is not None
@@ -277,9 +294,7 @@ class Bench:
         team = self.world["fanout_team"]
         log(f"  fan-out: {args.fanout_workers} workers, {args.fanout_managers} manager sockets")
         devices = [(w["id"], w["token"]) for w in team["workers"]]
-        generators = Generators(
-            self.cluster.url, devices, args.generators, 1.0, self.world["flush_window"]
-        )
+        generators = self.generators(devices)
         try:
             generators.connect_watches(self.watch_entries([team], args.fanout_managers))
             generators.connect_devices(len(devices))
@@ -310,11 +325,29 @@ class Bench:
             "server_cpu_us_per_delivered": round(sum(cpu.values()) * 1e6 / max(delivered, 1), 1),
             "server_cpu_cores": round(sum(cpu.values()) / elapsed, 2),
             "generator_cpu_cores": round(report["cpu_cores"], 2),
-            "errors": report["send_failures"] + report["error_frames"] + report["closed"],
+            "errors": errors(report, self.acks),
             **self.delivery(report, {worker_id for worker_id, _ in devices}, elapsed),
         }
         log(f"    {result}")
         return result
+
+
+def errors(report: dict, acked: bool) -> int:
+    """Failed sends, error frames, closes, and with acks, positions not acknowledged in 5 s."""
+    late = report["acks_late"] if acked else 0
+    return report["send_failures"] + report["error_frames"] + report["closed"] + late
+
+
+def ack_figures(report: dict, elapsed: float) -> dict:
+    """How many positions acks covered, how late, and how many ack frames that took."""
+    histogram = report["ack_latency"]
+    return {
+        "acked_per_s": round(report["acked"] / elapsed),
+        "ack_frames_per_s": round(report["ack_frames"] / elapsed),
+        "late": report["acks_late"],
+        "p50_ms": percentile(histogram, 0.5),
+        "p99_ms": percentile(histogram, 0.99),
+    }
 
 
 def summary(step: dict) -> str:
@@ -332,6 +365,12 @@ def summary(step: dict) -> str:
         ]
     else:
         parts += [f"received {step['received_pct']}%", f"drain {step['drain_ms']} ms"]
+    if "acks" in step:
+        acks = step["acks"]
+        parts += [
+            f"acked {acks['acked_per_s']}/s in {acks['ack_frames_per_s']} acks/s",
+            f"ack p99 {acks['p99_ms']} ms",
+        ]
     verdict = "sustained" if step["sustained"] else "NOT sustained"
     return ", ".join(parts) + f" -> {verdict}"
 
@@ -416,6 +455,8 @@ def ratios(modes: dict) -> list[str]:
     live_only = modes.get("live-only")
     if batched and live_only:
         lines += history_cost(batched, live_only)
+    if batched and modes.get("batched-no-acks"):
+        lines += acks_cost(batched, modes["batched-no-acks"])
     if batched and modes.get("batched-kafka"):
         lines += kafka_cost(batched, modes["batched-kafka"])
     for name, baseline in (("stock", stock), ("bare", bare)):
@@ -467,6 +508,18 @@ def kafka_cost(batched: dict, on_kafka: dict) -> list[str]:
     return lines
 
 
+def acks_cost(batched: dict, no_acks: dict) -> list[str]:
+    """What acknowledging every position costs: the relay with acks against the same without."""
+    title = "Acks' cost in sustained devices, batched / batched-no-acks"
+    lines = [sustained_against(title, batched, no_acks, "batched-no-acks")]
+    for devices, cpu, base, _ in same_steps(batched, no_acks):
+        lines.append(
+            f"Server CPU per position at {devices} devices, batched / batched-no-acks: "
+            f"{cpu['total']} / {base['total']} µs = {cpu['total'] / base['total']:.2f}"
+        )
+    return lines
+
+
 def history_cost(batched: dict, live_only: dict) -> list[str]:
     """What storing every position costs: the relay with its history against the same without."""
     title = "History's cost in sustained devices, batched / live-only"
@@ -495,7 +548,14 @@ def markdown(result: dict) -> str:
         "stored/s: positions the history writers committed per second. Sustained: no errors, at least 98% of "
         f"the offered rate sent, p99 at most {P99_LIMIT_MS} ms and every worker's latest "
         "position at every manager of its team (bare: every frame received, backlog drained "
-        f"within {P99_LIMIT_MS} ms).",
+        f"within {P99_LIMIT_MS} ms). "
+        + (
+            "Devices send no `seq` (--no-acks)."
+            if result.get("no_acks")
+            else "Devices send a `seq` with every position (but in batched-no-acks); errors "
+            "include positions not acknowledged within 5 s; acked/s: positions acks covered, "
+            "acks/s: ack frames, ack p99: from a position's send to the ack that covered it."
+        ),
         "",
         *([f"Note: {result['notes']}", ""] if result.get("notes") else []),
         "## Ratios",
@@ -505,13 +565,14 @@ def markdown(result: dict) -> str:
     lines += ["", "## Steps", "",
               "| mode | devices | sent/s | delivered/s | p50 ms | p95 ms | p99 ms | latest % | "
               "errors | server µs/position (daphne+nginx+redis+kafka+database) | server cores | "
-              "generator cores | stored/s | KB/conn | sustained |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+              "generator cores | stored/s | acked/s | acks/s | ack p99 ms | KB/conn | sustained |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for mode, data in result["modes"].items():
         for s in data["steps"]:
             latency = s.get("latency_ms", {})
             cpu = s["server_cpu_us_per_position"]
             delivered = s.get("delivered_per_s", f"({s.get('received_pct')}% received)")
+            acks = s.get("acks", {})
             lines.append(
                 f"| {mode} | {s['devices']} | {s['sent_per_s']} | {delivered} | "
                 f"{ms(latency.get('p50'))} | {ms(latency.get('p95'))} | "
@@ -519,7 +580,9 @@ def markdown(result: dict) -> str:
                 f"{s.get('latest_delivered_pct', '–')} | {s['errors']} | "
                 f"{cpu['total']} ({cpu['daphne']}+{cpu['nginx']}+{cpu['broker']}"
                 f"+{cpu.get('kafka', 0)}+{cpu.get('database', 0)}) | {s['server_cpu_cores']} | {s['generator_cpu_cores']} | "
-                f"{s.get('stored_per_s', '–')} | {s['rss_kb_per_connection']} | {'yes' if s['sustained'] else 'no'} |"
+                f"{s.get('stored_per_s', '–')} | {acks.get('acked_per_s', '–')} | "
+                f"{acks.get('ack_frames_per_s', '–')} | {ms(acks.get('p99_ms'))} | "
+                f"{s['rss_kb_per_connection']} | {'yes' if s['sustained'] else 'no'} |"
             )
     lines += ["", "Highest sustained device count (1 position/s each): " + ", ".join(
         f"{mode} {data['sustained_devices']}" for mode, data in result["modes"].items())]  # fmt: skip
@@ -557,7 +620,7 @@ def parse_args(argv=None):
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument(
         "--modes",
-        default="bare,stock,batched,live-only",
+        default="bare,stock,batched,live-only,batched-no-acks",
         help="comma-separated, of " + ", ".join(MODES),
     )
     parser.add_argument(
@@ -570,6 +633,9 @@ def parse_args(argv=None):
     parser.add_argument("--idle", type=int, default=10_000, help="idle sockets on one replica")
     parser.add_argument("--fanout-workers", type=int, default=1000)
     parser.add_argument("--fanout-managers", type=int, default=50)
+    parser.add_argument(
+        "--no-acks", action="store_true", help="devices send no seq, so nothing is acknowledged"
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run of under 2 minutes")
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
     parser.add_argument("--name", help="results file name (default bench-<layer>[-quick])")
@@ -640,6 +706,7 @@ def write_results(args, revision: str, command: str, modes: dict, workdir: Path)
         "warmup": args.warmup,
         "quick": args.quick,
         "database": args.database,
+        "no_acks": args.no_acks,
         "modes": modes,
         "ratios": ratios(modes),
     }

@@ -116,6 +116,8 @@ class Generators:
                 "closed",
                 "positions_received",
                 "acked",
+                "ack_frames",
+                "acks_late",
                 "reconnects",
                 "reconnects_failed",
             )  # fmt: skip

@@ -6,7 +6,8 @@ position per period, each in its own time slot so that the load is even; manager
 latency of every position they receive (receive time minus the position's `ts`) and the newest
 `ts` per worker, so that the bench can check that every worker's latest position reached every
 manager of its team. With `acks`, each position carries a `seq` and the device records how long
-its ack took (loadtest/phones.py compares that with the phone apps' HTTP answers). With
+its ack took (an ack of N covers every seq up to N, docs/protocol.md), and counts a position
+not acknowledged within ACK_DEADLINE as late: the bench takes that for an error. With
 `reconnect` (loadtest/spike.py), sockets the server closes (a drained replica's 4012) open again
 at once, as the apps do, every acknowledged position is remembered (worker, ts) so that the run
 can find each in the history, and each manager socket reports the longest time it went without
@@ -28,6 +29,7 @@ from deploy.processes import raise_open_file_limit
 SLOT_SECONDS = 0.02
 LATENCY_BINS = 10_001  # 1 ms bins; the last one holds everything from 10 s up
 CONNECT_CONCURRENCY = 64
+ACK_DEADLINE = 5.0  # seconds: a position not acknowledged by then counts as late
 
 
 def latency_histogram() -> list[int]:
@@ -124,6 +126,8 @@ class Generator:
         self.positions_received = 0
         self.latency = latency_histogram()
         self.acked = 0
+        self.ack_frames = 0
+        self.acks_late = 0
         self.ack_latency = latency_histogram()
         self.reconnects = 0
         self.reconnects_failed = 0
@@ -236,6 +240,7 @@ class Generator:
                 if kind == "error":
                     self.error_frames += 1
                 elif kind == "ack":
+                    self.ack_frames += 1
                     self.acknowledged(device, frame["seq"])
         except ConnectionClosed:
             pass
@@ -266,11 +271,17 @@ class Generator:
             self.acked += 1
             self.ack_latency[min(int((now - sent_at) * 1000), LATENCY_BINS - 1)] += 1
         if self.reconnect:
-            # An ack covers its own frame (docs/protocol.md): only that position is promised.
-            for sent_seq in [s for s in device.sent_ts if s < seq]:
-                del device.sent_ts[sent_seq]
-            if seq in device.sent_ts:
-                self.acked_positions.append((device.worker_id, device.sent_ts.pop(seq)))
+            for sent_seq in [s for s in device.sent_ts if s <= seq]:
+                self.acked_positions.append((device.worker_id, device.sent_ts.pop(sent_seq)))
+
+    def count_late_acks(self) -> None:
+        """Count (once) the positions still waiting for their ack after ACK_DEADLINE."""
+        deadline = time.monotonic() - ACK_DEADLINE
+        for device in self.devices:
+            late = [seq for seq, sent_at in device.unacked.items() if sent_at < deadline]
+            for seq in late:
+                del device.unacked[seq]
+            self.acks_late += len(late)
 
     async def set_open(self, count: int, keep: int = 0) -> dict:
         """Have `count` devices online: open the first ones that are not, or close a random
@@ -349,6 +360,8 @@ class Generator:
 
     def collect(self) -> dict:
         """Return what happened since the last collect, and reset the counters."""
+        if self.acks:
+            self.count_late_acks()
         report = {
             "sent": self.sent,
             "sent_total": self.sent_total,
@@ -358,6 +371,8 @@ class Generator:
             "positions_received": self.positions_received,
             "latency": self.latency,
             "acked": self.acked,
+            "ack_frames": self.ack_frames,
+            "acks_late": self.acks_late,
             "ack_latency": self.ack_latency,
             "reconnects": self.reconnects,
             "reconnects_failed": self.reconnects_failed,

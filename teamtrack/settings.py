@@ -265,6 +265,11 @@ TEAMTRACK_PRESENCE_TTL = env.float("PRESENCE_TTL_SECONDS", default=15.0)
 
 # How long the relay gathers a team's positions before sending them to its managers.
 TEAMTRACK_FLUSH_WINDOW = env.int("FLUSH_WINDOW_MS", default=100) / 1000
+# A device socket acknowledges at most once per ACK_INTERVAL_SECONDS, cumulatively
+# (docs/protocol.md): below a device's ack timeout (the tracking page's is 20 s).
+TEAMTRACK_ACK_INTERVAL = env.float("ACK_INTERVAL_SECONDS", default=1.0)
+if not 0 <= TEAMTRACK_ACK_INTERVAL <= 10:
+    raise ImproperlyConfigured("ACK_INTERVAL_SECONDS must be from 0 to 10.")
 # A worker's frames (its one live socket) or HTTP uploads, across the replicas: frames a second (on
 # average, in bursts of up to WORKER_FRAME_BURST) before they are refused with `rate_limited`
 # (going on closes 4429) or slowed, then answered 429.

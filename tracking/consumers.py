@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 
 from teams import selectors
 from tracking import limits, metrics, protocol
+from tracking.acks import SocketAcks
 from tracking.protocol import ClientError
 from tracking.relay import RelayUnavailable, get_relay
 
@@ -53,15 +54,6 @@ class RelaySocketConsumer(AsyncWebsocketConsumer):
     async def send_frame(self, text: str, frame_type: str):
         """Send a frame the relay encoded (once, for every socket it goes to)."""
         await self.send(text_data=text)
-
-    async def acknowledge(self, seq: int):
-        """Send the ack of a frame the relay handed on (tracking.devices)."""
-        text = protocol.encode_ack(seq)
-        try:
-            await self.send(text_data=text)
-        except Exception:
-            return  # daphne: "send on a closed protocol"; the device resends after reconnecting
-        metrics.frame_sent("ack", text)
 
     async def close_with(self, code: int):
         """Close the socket with one of the codes of tracking.protocol."""
@@ -119,6 +111,26 @@ class WorkerConsumer(RelaySocketConsumer):
     worker = None  # set once the device's token is accepted
     login_seq: int | None = None  # of its login: a newer one of the same worker closes this
     auth_timer = None
+    acks: SocketAcks | None = None
+
+    async def acknowledge(self, seq: int):
+        """A frame the relay handed on is safe (tracking.devices): its ack goes out now or with
+        the next one (tracking.acks)."""
+        if self.acks is not None:
+            await self.acks.frame_safe(seq)
+
+    async def send_ack(self, seq: int):
+        text = protocol.encode_ack(seq)
+        try:
+            await self.send(text_data=text)
+        except Exception:
+            return  # daphne: "send on a closed protocol"; the device resends after reconnecting
+        metrics.frame_sent("ack", text)
+
+    async def close(self, code=None, reason=None):
+        if self.acks is not None and not self.closing:
+            await self.acks.flush()  # what is safe is said before the close (a drain's 4012)
+        await super().close(code, reason)
 
     async def connect(self):
         await self.accept()
@@ -134,6 +146,7 @@ class WorkerConsumer(RelaySocketConsumer):
 
     async def receive(self, text_data=None, bytes_data=None):
         if self.worker is not None and not self.frame_limit.take():
+            self.acks.dropped_unread()
             await self.refuse_flood()
             return
         try:
@@ -152,6 +165,8 @@ class WorkerConsumer(RelaySocketConsumer):
         elif self.worker is None:
             await self.refuse()
         else:
+            if frame.ack_seq is not None:
+                self.acks.received(frame.ack_seq)
             get_relay().positions_received(
                 self,
                 team_id=self.worker.team_id,
@@ -172,6 +187,8 @@ class WorkerConsumer(RelaySocketConsumer):
     async def disconnect(self, code):
         if self.auth_timer is not None:
             self.auth_timer.cancel()
+        if self.acks is not None:
+            self.acks.close()
         if self.worker is not None:
             await get_relay().worker_disconnected(
                 self, team_id=self.worker.team_id, worker_id=self.worker.id
@@ -208,6 +225,7 @@ class WorkerConsumer(RelaySocketConsumer):
             await self.close(code=protocol.CLOSE_TRY_AGAIN)
             return
         self.frame_limit = login.frames
+        self.acks = SocketAcks(self.send_ack, interval=settings.TEAMTRACK_ACK_INTERVAL)
         self.worker = worker
 
     async def token_revoked(self):
