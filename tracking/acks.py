@@ -8,12 +8,15 @@ the frame it answers costs to read; one ack per interval covers every frame of t
 
 N is the highest safe seq below every seq received here and not yet safe, so a frame that is
 late, lost in an outage or refused unseen holds back the acks of every frame after it, never the
-other way round. A frame dropped unread (over the rate limit) has a seq the socket never saw:
-from then on nothing above the highest seq received before it is acknowledged, and the device
-resends it after reconnecting, as it does when acks stop coming.
+other way round. A frame refused (an error frame, or dropped unread over the rate limit) has a
+seq the socket does not track: from then on nothing above the highest seq received before it is
+acknowledged, and the device resends it after reconnecting, as it does when acks stop coming.
+
+An ack held back by the interval goes out at the relay's first tick after the interval ends
+(DueAcks): one check per tick for all sockets, where a timer per socket cost a task and a timer
+handle per ack (7% of a replica's CPU at 2,000 devices, measured with py-spy).
 """
 
-import asyncio
 import math
 from collections.abc import Awaitable, Callable
 
@@ -28,6 +31,19 @@ MAX_WAITING = 1000
 MAX_SAFE = 1000
 
 
+class DueAcks:
+    """A replica's sockets whose next ack waits for the end of their interval."""
+
+    def __init__(self):
+        self.sockets: dict[SocketAcks, None] = {}  # a set, in the order they were held back
+
+    async def send_due(self, now: float) -> None:
+        """Send the acks whose interval has ended (the relay's tick)."""
+        due = [acks for acks in self.sockets if acks.due_at <= now]
+        for acks in due:
+            await acks.flush()
+
+
 class SocketAcks:
     """What one socket has received and what of it is safe, and the ack that says so."""
 
@@ -36,10 +52,12 @@ class SocketAcks:
         send: Callable[[int], Awaitable[None]],
         *,
         interval: float,
+        due: DueAcks,
         clock: Clock | None = None,
     ):
         self.send = send
         self.interval = interval
+        self.due = due
         self.clock = clock or WallClock()
         # Seqs received and not yet safe. A seq resent while it waits waits once: the relay
         # keeps one frame per (socket, seq), and either copy being safe makes the seq safe.
@@ -49,7 +67,8 @@ class SocketAcks:
         self.ceiling = math.inf  # no ack above this: a frame was dropped unread
         self.acked = -1  # the seq of the last ack sent
         self.sent_at = -math.inf  # when (clock.time())
-        self.later: asyncio.Task | None = None
+        self.due_at = math.inf  # when the ack held back goes out
+        self.closed = False
 
     def received(self, seq: int) -> None:
         """A frame with this seq was taken: acks wait for it."""
@@ -59,9 +78,9 @@ class SocketAcks:
         self.waiting.add(seq)
         self.highest_received = max(self.highest_received, seq)
 
-    def dropped_unread(self) -> None:
-        """A frame was dropped before its seq was read: acknowledge nothing past what came
-        before it."""
+    def frame_refused(self) -> None:
+        """A frame was refused (its seq unknown or untracked): acknowledge nothing past the
+        frames before it."""
         self.stop_at(self.highest_received)
 
     def stop_at(self, seq: float) -> None:
@@ -69,23 +88,21 @@ class SocketAcks:
 
     async def frame_safe(self, seq: int) -> None:
         """A frame with this seq is safe: acknowledge it now, or when the interval is up."""
+        if self.closed:
+            return
         self.waiting.discard(seq)
         if seq > self.acked:  # else covered already (a resend of a frame acknowledged before)
             self.safe.append(seq)
             if len(self.safe) > MAX_SAFE:
                 self.safe = sorted(self.safe)[-MAX_SAFE // 2 :]
-        if self.later is not None:
-            return  # an ack is due at the end of the interval already
-        due = self.sent_at + self.interval
-        if self.clock.time() >= due:
+        if self in self.due.sockets:
+            return  # an ack goes out at the end of the interval already
+        due_at = self.sent_at + self.interval
+        if self.clock.time() >= due_at:
             await self.flush()
         else:
-            self.later = asyncio.ensure_future(self._flush_at(due))
-
-    async def _flush_at(self, moment: float) -> None:
-        await self.clock.sleep_until(moment)
-        self.later = None
-        await self.flush()
+            self.due_at = due_at
+            self.due.sockets[self] = None
 
     def ackable(self) -> int | None:
         """The highest seq an ack may name now, if above the last one sent."""
@@ -98,18 +115,19 @@ class SocketAcks:
 
     async def flush(self) -> None:
         """Send the ack that is due, if any, whatever the interval (a socket that closes)."""
-        if self.later is not None:
-            self.later.cancel()
-            self.later = None
+        self._unschedule()
         seq = self.ackable()
-        if seq is None:
+        if seq is None or self.closed:
             return
         self.safe = [s for s in self.safe if s > seq]
         self.acked, self.sent_at = seq, self.clock.time()
         await self.send(seq)
 
     def close(self) -> None:
-        """Forget the ack due later: the socket is gone."""
-        if self.later is not None:
-            self.later.cancel()
-            self.later = None
+        """The socket is gone: forget the ack held back, and every frame made safe later."""
+        self.closed = True
+        self._unschedule()
+
+    def _unschedule(self) -> None:
+        self.due.sockets.pop(self, None)
+        self.due_at = math.inf

@@ -146,7 +146,7 @@ class WorkerConsumer(RelaySocketConsumer):
 
     async def receive(self, text_data=None, bytes_data=None):
         if self.worker is not None and not self.frame_limit.take():
-            self.acks.dropped_unread()
+            self.acks.frame_refused()
             await self.refuse_flood()
             return
         try:
@@ -155,13 +155,13 @@ class WorkerConsumer(RelaySocketConsumer):
             if self.worker is None:
                 await self.refuse()
             else:
-                await self.send_error(error)
+                await self.refuse_frame(error)
             return
         if isinstance(frame, protocol.AuthFrame):
             if self.worker is None:
                 await self.authenticate(frame.token)
             else:
-                await self.send_error(ClientError("invalid_frame", "already authenticated"))
+                await self.refuse_frame(ClientError("invalid_frame", "already authenticated"))
         elif self.worker is None:
             await self.refuse()
         else:
@@ -174,6 +174,11 @@ class WorkerConsumer(RelaySocketConsumer):
                 positions=frame.positions,
                 ack_seq=frame.ack_seq,
             )
+
+    async def refuse_frame(self, error: ClientError):
+        """Answer a bad frame with an error frame; acks stop below it (tracking.acks)."""
+        self.acks.frame_refused()
+        await self.send_error(error)
 
     async def refuse_flood(self):
         """Drop a frame over the rate limit: say so once, and close a device that goes on."""
@@ -225,7 +230,13 @@ class WorkerConsumer(RelaySocketConsumer):
             await self.close(code=protocol.CLOSE_TRY_AGAIN)
             return
         self.frame_limit = login.frames
-        self.acks = SocketAcks(self.send_ack, interval=settings.TEAMTRACK_ACK_INTERVAL)
+        relay = get_relay()
+        self.acks = SocketAcks(
+            self.send_ack,
+            interval=settings.TEAMTRACK_ACK_INTERVAL,
+            due=relay.due_acks,
+            clock=relay.clock,
+        )
         self.worker = worker
 
     async def token_revoked(self):

@@ -82,8 +82,12 @@ class TeamBatch:
     rows: int = 0  # positions in `frames`
 
     def add_frame(self, key: FrameKey, rows: list[Row]) -> None:
-        """Acknowledge this frame once the batch is handed on and stored."""
-        self.rows += len(rows) - len(self.frames.get(key, ()))
+        """Acknowledge this frame once the batch is handed on and stored. A frame with the same
+        key (a resend, or a device that repeated a seq) waits once, with the positions of both."""
+        earlier = self.frames.get(key)
+        if earlier:
+            rows = _union(earlier, rows)
+        self.rows += len(rows) - len(earlier or ())
         self.frames[key] = rows
         self._keep_bounded()
 
@@ -93,7 +97,10 @@ class TeamBatch:
         for worker_id, position in self.positions.items():
             if is_newer(position, later.positions.get(worker_id)):
                 later.positions[worker_id] = position
-        later.frames = {**self.frames, **later.frames}
+        frames = dict(self.frames)
+        for key, rows in later.frames.items():
+            frames[key] = _union(frames[key], rows) if key in frames else rows
+        later.frames = frames
         later.rows = sum(map(len, later.frames.values()))
         later._keep_bounded()
 
@@ -103,6 +110,11 @@ class TeamBatch:
         promise, where memory would grow with every frame."""
         while len(self.frames) > MAX_WAITING_ACKS or self.rows > MAX_WAITING_ROWS:
             self.rows -= len(self.frames.pop(next(iter(self.frames))))
+
+
+def _union(earlier: list[Row], later: list[Row]) -> list[Row]:
+    """The positions of two frames with the same key, each once (a worker's ts names one)."""
+    return list({row.position["ts"]: row for row in [*earlier, *later]}.values())
 
 
 # A step a batch must pass before it is acknowledged: it raises if it could not take them all.

@@ -27,6 +27,7 @@ from django.conf import settings
 
 from teamtrack import control
 from tracking import drain, feed, metrics, protocol
+from tracking.acks import DueAcks
 from tracking.clock import Clock, WallClock
 from tracking.devices import DeviceSide, DeviceSocket, TeamBatch
 from tracking.history_writer import HistoryWriter
@@ -90,6 +91,7 @@ class Relay:
         )
         self.managers.spawn = self._spawn
         self.uploads = HttpDevices(self, clock=self.clock, timeout=http_device_timeout)
+        self.due_acks = DueAcks()
         for outage in outages.values():
             outage.on_recovery = lambda: self._spawn(self._catch_up())
         # worker id -> the newest login seq heard of, least recently heard first
@@ -193,8 +195,10 @@ class Relay:
     # ------------------------------------------------------------ the clock
 
     async def tick(self) -> None:
-        """Hand on what devices sent here (tracking.devices)."""
+        """Hand on what devices sent here (tracking.devices), and send the acks whose interval
+        ended (tracking.acks)."""
         await self.devices.hand_off()
+        await self.due_acks.send_due(self.clock.time())
 
     async def deliver(self) -> None:
         """Deliver what arrived for managers here (tracking.watchers)."""

@@ -31,7 +31,8 @@ class Device:
         self.connections = 0
         self.acked = 0  # the highest seq the server acknowledged
         self.sent: dict[int, float] = {}  # seq -> the ts of the position it carried
-        self.acked_seqs: set[int] = set()
+        self.acked_seqs: set[int] = set()  # every seq an ack covered
+        self.on_socket: list[int] = []  # seqs sent on the socket open now, not yet acknowledged
         self.errors: list[dict] = []  # every frame from the server but acks
         self.closes: list[int | str] = []  # how each socket ended (see close_code)
         self.connected_at: float | None = None  # monotonic time of the last handshake
@@ -61,11 +62,14 @@ class Device:
                     self.connections += 1
                     self.connected_at = time.monotonic()
                     self.connected = True
+                    self.on_socket = []
                     delay = 0.1
                     reader = asyncio.ensure_future(self._read(socket))
                     try:
                         while True:
-                            await socket.send(json.dumps(self.position()))
+                            position = self.position()
+                            self.on_socket.append(position["seq"])
+                            await socket.send(json.dumps(position))
                             await asyncio.sleep(self.interval)
                     finally:
                         reader.cancel()
@@ -80,8 +84,11 @@ class Device:
             async for text in socket:
                 frame = json.loads(text)
                 if frame.get("type") == "ack":
+                    # Cumulative: it covers every seq up to its own sent on this socket.
                     self.acked = max(self.acked, frame["seq"])
-                    self.acked_seqs.add(frame["seq"])
+                    covered = [seq for seq in self.on_socket if seq <= frame["seq"]]
+                    self.acked_seqs.update(covered)
+                    self.on_socket = [seq for seq in self.on_socket if seq > frame["seq"]]
                 else:
                     self.errors.append(frame)
 

@@ -578,17 +578,19 @@ def test_limits_hold_across_replicas(tmp_path):
             return codes
 
         async def acked(socket, first_seq: int, count: int) -> int:
+            """Send `count` frames at once; return how many of them acks covered (cumulative)."""
             for seq in range(first_seq, first_seq + count):
                 await socket.send(
                     json.dumps({"lat": 1.0, "lng": 2.0, "ts": time.time(), "seq": seq})
                 )
-            acks = 0
+            highest = first_seq - 1
             try:
                 while True:
                     frame = json.loads(await asyncio.wait_for(socket.recv(), 1.5))
-                    acks += frame["type"] == "ack"
+                    if frame["type"] == "ack":
+                        highest = max(highest, frame["seq"])
             except (TimeoutError, websockets.ConnectionClosed):
-                return acks
+                return highest - first_seq + 1
 
         async def logins_and_frames():
             first = await login(0, tokens["socket"])

@@ -15,6 +15,7 @@ import pytest
 from channels.layers import get_channel_layer
 
 from tracking import feed
+from tracking.models import StoredPosition
 from tracking.relay import get_relay
 
 pytestmark = [
@@ -184,3 +185,110 @@ async def test_no_ack_until_the_kafka_broker_acknowledged_the_write(
     snapshot = await late.receive_type("snapshot")
     alice = next(w for w in snapshot["workers"] if w["id"] == world.a1.id)
     assert alice["lat"] == 55.0
+
+
+# ---------------------------------------------------------------- cumulative acks (tracking.acks)
+
+
+async def test_frames_safe_within_the_ack_interval_share_one_cumulative_ack(
+    world, open_worker, open_manager, settings
+):
+    """The first frame is acknowledged at once; the two after it, sent in later windows within
+    the interval, by one ack of the highest seq at its end, and no ack of the middle one."""
+    settings.TEAMTRACK_ACK_INTERVAL = 1.0
+    worker, manager = await open_pair(world, open_worker, open_manager)
+    now = time.time()
+    await worker.send(frame(56.0, seq=21, ts=now))
+    first = await acks_within(worker, 0.5)
+    assert first == [21]
+    await worker.send(frame(56.1, seq=22, ts=now + 0.1))
+    await asyncio.sleep(0.15)
+    await worker.send(frame(56.2, seq=23, ts=now + 0.2))
+    assert await acks_within(worker, 1.2) == [23]
+
+
+async def test_with_interval_zero_every_frame_made_safe_is_acknowledged(
+    world, open_worker, open_manager, settings
+):
+    settings.TEAMTRACK_ACK_INTERVAL = 0.0
+    worker, manager = await open_pair(world, open_worker, open_manager)
+    now = time.time()
+    for seq in (31, 32, 33):
+        await worker.send(frame(57.0 + seq / 100, seq=seq, ts=now + seq / 100))
+        assert await acks_within(worker, 0.4) == [seq]
+
+
+async def test_a_frame_over_the_rate_limit_stops_the_sockets_acks(
+    world, open_worker, open_manager, settings
+):
+    """A frame dropped unread may have any seq: once one was, the socket acknowledges nothing
+    above what it took before, and the device's resend on a new socket is acknowledged."""
+    settings.TEAMTRACK_ACK_INTERVAL = 0.0
+    settings.TEAMTRACK_WORKER_FRAME_BURST = 2
+    settings.TEAMTRACK_WORKER_FRAMES_PER_SECOND = 0.5
+    worker, manager = await open_pair(world, open_worker, open_manager)
+    now = time.time()
+    await worker.send(frame(58.0, seq=41, ts=now))
+    assert await acks_within(worker, 0.4) == [41]
+    await worker.send(frame(58.1, seq=42, ts=now + 0.1))  # the burst's last
+    await worker.send(frame(58.2, seq=43, ts=now + 0.2))  # dropped unread
+    error = await worker.receive_type("error")
+    assert error["code"] == "rate_limited"
+    assert await acks_within(worker, 0.6) == [42]  # taken before the drop
+    await asyncio.sleep(2.1)  # the budget is back
+    await worker.send(frame(58.3, seq=44, ts=now + 0.3))
+    assert await acks_within(worker, 0.6) == []  # 43 may have been lower: nothing past 42
+    await worker.close()
+    again = await open_worker(world.tokens[world.a1.id])
+    await asyncio.sleep(2.1)  # the worker's budget, shared by its sockets, is back
+    resent = [frame(58.2, seq=43, ts=now + 0.2), frame(58.3, seq=44, ts=now + 0.3)]
+    await again.send({"type": "batch", "positions": resent})
+    assert await acks_within(again, 0.6) == [44]
+
+
+async def test_two_frames_with_the_same_seq_in_one_window_are_both_stored_before_the_ack(
+    world, open_worker, settings
+):
+    """A frame key waits once; the positions of both frames are kept under it."""
+    settings.TEAMTRACK_ACK_INTERVAL = 0.0
+    worker = await open_worker(world.tokens[world.a1.id])
+    now = time.time()
+    await worker.send(frame(50.0, seq=7, ts=now - 1))
+    await worker.send(frame(50.5, seq=7, ts=now))  # the same window: one TeamBatch
+    assert await acks_within(worker, 1.0) == [7]
+    stored = await asyncio.to_thread(
+        lambda: sorted(StoredPosition.objects.filter(worker=world.a1).values_list("ts", flat=True))
+    )
+    assert stored == [now - 1, now]
+
+
+@pytest.mark.parametrize("history", [False, True])
+async def test_a_closed_socket_leaves_no_ack_held_back(world, open_worker, settings, history):
+    """Frames a socket sent just before it closed are made safe after it: no ack is kept for
+    the closed socket (nor sent to it)."""
+    settings.TEAMTRACK_ACK_INTERVAL = 1.0
+    settings.TEAMTRACK_HISTORY = history
+    worker = await open_worker(world.tokens[world.a1.id])
+    now = time.time()
+    await worker.send(frame(50.0, seq=1, ts=now))
+    assert (await worker.receive_type("ack"))["seq"] == 1
+    await worker.send(frame(50.1, seq=2, ts=now + 0.1))
+    await worker.close()
+    await asyncio.sleep(0.3)  # the hand-off, and the history writer's flush
+    assert get_relay().due_acks.sockets == {}
+
+
+async def test_an_error_frame_stops_the_sockets_acks_past_the_frames_before_it(
+    world, open_worker, settings
+):
+    """An error frame names no seq: the device cannot tell which frame it answered, so no ack
+    may cover the refused frame, whatever seq it had."""
+    settings.TEAMTRACK_ACK_INTERVAL = 0.0
+    worker = await open_worker(world.tokens[world.a1.id])
+    now = time.time()
+    await worker.send(frame(50.0, seq=1, ts=now))
+    assert await acks_within(worker, 0.5) == [1]
+    await worker.send({"type": "batch", "positions": [frame(50.1, seq=2, ts=now), {"lat": 99}]})
+    assert (await worker.receive_type("error"))["code"] != ""
+    await worker.send(frame(50.2, seq=3, ts=now + 0.2))
+    assert await acks_within(worker, 0.6) == []

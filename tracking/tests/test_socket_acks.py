@@ -2,28 +2,40 @@
 while a frame with a seq up to N that the socket took is not yet safe."""
 
 import asyncio
+import math
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tracking import acks as acks_module
-from tracking.acks import SocketAcks
+from tracking.acks import DueAcks, SocketAcks
 from tracking.tests.clock import ManualClock, settle
+
+TICK = 0.1  # the relay's flush window: held-back acks go out on its ticks
 
 pytestmark = pytest.mark.timeout(30)
 
 
 class Device:
-    """The acks a socket sent, in order."""
+    """The acks a socket sent, in order, with the relay's ticks on a manual clock."""
 
     def __init__(self, interval: float = 1.0):
         self.clock = ManualClock()
+        self.due = DueAcks()
         self.sent: list[int] = []
-        self.acks = SocketAcks(self.send, interval=interval, clock=self.clock)
+        self.acks = SocketAcks(self.send, interval=interval, due=self.due, clock=self.clock)
 
     async def send(self, seq: int) -> None:
         self.sent.append(seq)
+
+    async def advance(self, seconds: float) -> None:
+        """Let time pass, the relay ticking on every multiple of TICK."""
+        end = self.clock.time() + seconds
+        while (tick := (math.floor(self.clock.time() / TICK + 1e-9) + 1) * TICK) <= end + 1e-9:
+            await self.clock.advance(tick - self.clock.time())
+            await self.due.send_due(self.clock.time())
+        await self.clock.advance(end - self.clock.time())
 
 
 async def test_the_first_safe_frame_is_acknowledged_at_once():
@@ -38,15 +50,15 @@ async def test_frames_safe_within_the_interval_share_one_ack_at_its_end():
     for seq in (1, 2, 3, 4):
         device.acks.received(seq)
     await device.acks.frame_safe(1)
-    await device.clock.advance(0.3)
+    await device.advance(0.3)
     await device.acks.frame_safe(2)
-    await device.clock.advance(0.3)
+    await device.advance(0.3)
     await device.acks.frame_safe(3)
     await device.acks.frame_safe(4)
     assert device.sent == [1]
-    await device.clock.advance(0.39)
+    await device.advance(0.39)
     assert device.sent == [1]
-    await device.clock.advance(0.01)
+    await device.advance(0.01)
     assert device.sent == [1, 4]
 
 
@@ -54,7 +66,7 @@ async def test_no_ack_goes_out_when_nothing_new_is_safe():
     device = Device()
     device.acks.received(1)
     await device.acks.frame_safe(1)
-    await device.clock.advance(5)
+    await device.advance(5)
     await device.acks.flush()
     assert device.sent == [1]
 
@@ -73,7 +85,7 @@ async def test_a_frame_not_yet_safe_holds_back_the_acks_of_later_ones():
 async def test_a_frame_dropped_unread_stops_acks_past_what_came_before_it():
     device = Device(interval=0)
     device.acks.received(1)
-    device.acks.dropped_unread()  # seq 2, over the rate limit
+    device.acks.frame_refused()  # seq 2, over the rate limit
     device.acks.received(3)
     await device.acks.frame_safe(3)
     await device.acks.frame_safe(1)
@@ -85,7 +97,7 @@ async def test_a_frame_dropped_unread_stops_acks_past_what_came_before_it():
 
 async def test_a_frame_dropped_before_any_was_taken_stops_every_ack():
     device = Device(interval=0)
-    device.acks.dropped_unread()
+    device.acks.frame_refused()
     device.acks.received(5)
     await device.acks.frame_safe(5)
     assert device.sent == []
@@ -130,18 +142,21 @@ async def test_flush_sends_what_is_safe_before_the_interval_is_up():
     await device.acks.frame_safe(2)
     await device.acks.flush()  # the socket closes (a drain's 4012)
     assert device.sent == [1, 2]
-    await device.clock.advance(2)
+    await device.advance(2)
     assert device.sent == [1, 2]  # the ack due later went with the flush
 
 
-async def test_close_forgets_the_ack_due_later():
+async def test_close_forgets_the_ack_due_later_and_frames_made_safe_after_it():
     device = Device(interval=1.0)
-    for seq in (1, 2):
+    for seq in (1, 2, 3):
         device.acks.received(seq)
     await device.acks.frame_safe(1)
     await device.acks.frame_safe(2)
     device.acks.close()
-    await device.clock.advance(2)
+    await device.acks.frame_safe(3)  # the relay hands on what a closed socket sent
+    assert device.due.sockets == {}
+    await device.advance(2)
+    await device.acks.flush()
     assert device.sent == [1]
 
 
@@ -219,13 +234,13 @@ def test_an_ack_never_covers_a_frame_that_is_not_safe(steps, interval):
                 device.acks.received(seq)
             elif kind == "drop":
                 sent.append(len(sent))
-                device.acks.dropped_unread()
+                device.acks.frame_refused()
             elif kind == "safe" and taken:
                 seq = taken.pop(value % len(taken))
                 safe.add(seq)
                 await device.acks.frame_safe(seq)
             elif kind == "wait":
-                await device.clock.advance(value)
+                await device.advance(value)
             await settle(3)
         for earlier, later in zip(times, times[1:], strict=False):
             assert later - earlier >= interval - 1e-9
