@@ -8,6 +8,7 @@ import math
 import time
 from dataclasses import dataclass
 
+import orjson
 from django.conf import settings
 
 # Close codes. 4000-4999 are free for applications; daphne (autobahn) sends no other code but
@@ -197,7 +198,9 @@ FEED_FIELDS = ("lat", "lng", "ts", "acc", "speed", "heading", "alt", "batt")
 
 
 def _encode(frame: dict) -> str:
-    return json.dumps(frame, separators=(",", ":"), allow_nan=False)
+    # orjson: a third of json.dumps's time for these frames. What is encoded was validated
+    # (finite numbers only), so its writing NaN as null never arises.
+    return orjson.dumps(frame).decode()
 
 
 def feed_position(worker_id: int, position: dict) -> dict:

@@ -14,6 +14,7 @@ import json
 import logging
 from typing import NamedTuple, Protocol
 
+import orjson
 from redis import asyncio as aioredis
 
 from tracking.positions import Batches, Position, merge_newest
@@ -272,7 +273,7 @@ class RedisRelayState:
             for team_id, positions in batches.items():
                 args = []
                 for worker_id, position in positions.items():
-                    args += [worker_id, repr(position["ts"]), json.dumps(position)]
+                    args += [worker_id, repr(position["ts"]), orjson.dumps(position)]
                 await self._store_latest([self._key("latest", team_id)], args, client=pipe)
             await pipe.execute()
 
