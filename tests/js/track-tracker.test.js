@@ -1,7 +1,8 @@
 // static/js/track/tracker.js against a fake WebSocket and a fake clock: the auth frame first,
-// one batch in flight at a time, positions forgotten only when acknowledged, the backlog resent
-// oldest first after a reconnect, quiet while offline, a stop for good on 4401, and a stop until
-// started again on 4409.
+// one batch in flight at a time, positions forgotten only when a (cumulative, per socket) ack
+// covers them, the backlog resent oldest first after a reconnect, a new socket after an error
+// frame (the old one acknowledges nothing more), quiet while offline, a stop for good on 4401,
+// and a stop until started again on 4409.
 
 import assert from "node:assert/strict";
 import { describe, it, mock } from "node:test";
@@ -367,30 +368,240 @@ describe("Tracker", () => {
     assert.equal(WebSocketClass.instances.length, 2);
   });
 
-  it("sends a rate-limited frame again later, and drops positions the server refuses", async () => {
+  it("after rate_limited, lets the socket go and resends the batch on a new one 2 s later", async () => {
+    const { tracker, socket, clock, WebSocketClass, queue, last } = await setup();
+    tracker.start();
+    for (const n of [1, 2, 3]) await tracker.record(at(n));
+    const first = socket();
+    first.serverOpens();
+    await settle();
+    assert.deepEqual(first.batches(), [[100, 101, 102]]);
+    first.receive({ type: "error", code: "rate_limited", detail: "too many frames; slow down" });
+    await settle();
+    assert.equal(first.closedWith, 1000, "the socket that refused a frame is closed");
+    assert.equal(last().link, "reconnecting");
+    assert.equal(last().retryAt, clock.now() + 2000);
+    assert.equal(queue.size, 3, "the refused batch stays queued");
+    assert.equal(last().refused, 0);
+    await tracker.record(at(4));
+    clock.advance(1999);
+    await settle();
+    assert.equal(WebSocketClass.instances.length, 1, "not before the pause");
+    assert.deepEqual(first.batches(), [[100, 101, 102]], "nothing more on the refused socket");
+    clock.advance(1);
+    assert.equal(WebSocketClass.instances.length, 2);
+    const second = socket();
+    second.serverOpens();
+    await settle();
+    assert.deepEqual(second.sent[0], { type: "auth", token: TOKEN });
+    assert.deepEqual(second.batches(), [[100, 101, 102, 103]]);
+    second.receive({ type: "ack", seq: 103 });
+    await settle();
+    assert.equal(queue.size, 0);
+    assert.equal(last().link, "live");
+  });
+
+  it("waits longer after each rate limit in a row, and 2 s again after an ack", async () => {
+    const { tracker, socket, clock, WebSocketClass } = await setup();
+    tracker.start();
+    await tracker.record(at(1));
+    const waits = [];
+    const rateLimited = async () => {
+      const before = WebSocketClass.instances.length;
+      socket().receive({ type: "error", code: "rate_limited", detail: "too many frames; slow down" });
+      await settle();
+      const start = clock.now();
+      for (let i = 0; i < 60 && WebSocketClass.instances.length === before; i += 1) clock.advance(1000);
+      waits.push(clock.now() - start);
+      socket().serverOpens();
+      await settle();
+    };
+    socket().serverOpens();
+    await settle();
+    for (let i = 0; i < 6; i += 1) await rateLimited();
+    assert.deepEqual(waits, [2000, 4000, 8000, 16000, 32000, 32000]);
+    assert.deepEqual(socket().batches(), [[100]], "the batch is sent again on each new socket");
+    socket().receive({ type: "ack", seq: 100 });
+    await settle();
+    await tracker.record(at(2));
+    clock.advance(250);
+    await settle();
+    await rateLimited();
+    assert.equal(waits.at(-1), 2000);
+  });
+
+  it("after an error frame, drops the position it names and sends the rest on a new socket at once", async () => {
+    const { tracker, socket, clock, WebSocketClass, queue, last } = await setup();
+    tracker.start();
+    for (const n of [1, 2, 3]) await tracker.record(at(n));
+    const first = socket();
+    first.serverOpens();
+    await settle();
+    first.receive({ type: "error", code: "out_of_range", detail: "positions[1].lat must be between -90 and 90" });
+    await settle();
+    assert.equal(first.closedWith, 1000, "the socket that refused a frame is closed");
+    assert.equal(last().refused, 1);
+    assert.deepEqual((await queue.oldest()).map((entry) => entry.seq), [100, 102]);
+    assert.equal(WebSocketClass.instances.length, 2, "a new socket, without waiting");
+    assert.equal(last().link, "connecting");
+    const second = socket();
+    second.serverOpens();
+    await settle();
+    clock.advance(250); // the least time between two frames, sockets or not
+    await settle();
+    assert.deepEqual(first.batches(), [[100, 101, 102]], "nothing more on the refused socket");
+    assert.deepEqual(second.sent[0], { type: "auth", token: TOKEN });
+    assert.deepEqual(second.batches(), [[100, 102]]);
+    second.receive({ type: "ack", seq: 102 });
+    await settle();
+    assert.equal(queue.size, 0);
+    assert.equal(last().lastAcked.seq, 102);
+  });
+
+  it("with no frame in flight, still replaces a socket that sent an error frame, with backoff", async () => {
+    const { tracker, socket, clock, WebSocketClass, queue, last } = await setup();
+    tracker.start();
+    socket().serverOpens();
+    await tracker.record(at(1));
+    await settle();
+    socket().receive({ type: "ack", seq: 100 });
+    await settle();
+    for (const n of [2, 3]) await tracker.record(at(n));
+    await settle();
+    const first = socket();
+    assert.deepEqual(first.batches(), [[100]], "the next frame waits for the least interval");
+    first.receive({ type: "error", code: "invalid_frame", detail: "already authenticated" });
+    await settle();
+    assert.equal(first.closedWith, 1000);
+    assert.equal(last().refused, 0, "nothing in flight: nothing dropped");
+    assert.equal(queue.size, 2);
+    assert.equal(last().link, "reconnecting");
+    assert.equal(last().retryAt, clock.now() + 500, "the ordinary backoff: 0.5 of 1000 ms");
+    clock.advance(500);
+    assert.equal(WebSocketClass.instances.length, 2);
+    socket().serverOpens();
+    await settle();
+    assert.deepEqual(socket().batches(), [[101, 102]]);
+    assert.deepEqual(first.batches(), [[100]], "nothing more on the refused socket");
+  });
+
+  it("drops the frame in flight for an error that names no position, and reconnects at once", async () => {
+    const { tracker, socket, clock, WebSocketClass, queue, last } = await setup();
+    tracker.start();
+    for (const n of [1, 2]) await tracker.record(at(n));
+    const first = socket();
+    first.serverOpens();
+    await settle();
+    await tracker.record(at(3)); // queued behind the frame in flight
+    first.receive({ type: "error", code: "invalid_json", detail: "the frame is not valid JSON" });
+    await settle();
+    assert.equal(last().refused, 2);
+    assert.deepEqual((await queue.oldest()).map((entry) => entry.seq), [102]);
+    assert.equal(WebSocketClass.instances.length, 2);
+    socket().serverOpens();
+    await settle();
+    clock.advance(250);
+    await settle();
+    assert.deepEqual(socket().batches(), [[102]]);
+  });
+
+  it("after an error frame, ignores what the refused socket says afterwards", async () => {
+    const { tracker, socket, queue, last } = await setup();
+    tracker.start();
+    for (const n of [1, 2]) await tracker.record(at(n));
+    const first = socket();
+    first.serverOpens();
+    await settle();
+    first.receive({ type: "error", code: "rate_limited", detail: "too many frames; slow down" });
+    await settle();
+    first.receive({ type: "ack", seq: 101 }); // cannot come from the server; ignored all the same
+    first.serverCloses(4429);
+    await settle();
+    assert.equal(queue.size, 2);
+    assert.equal(last().link, "reconnecting");
+    assert.equal(last().closeCode, undefined);
+  });
+
+  it("does not reconnect after an error frame while the browser is offline or after stop()", async () => {
+    const { tracker, socket, clock, WebSocketClass, last, network } = await setup();
+    tracker.start();
+    await tracker.record(at(1));
+    socket().serverOpens();
+    await settle();
+    network.online = false; // before the browser's offline event
+    socket().receive({ type: "error", code: "out_of_range", detail: "positions[0].lat must be between -90 and 90" });
+    await settle();
+    assert.equal(last().link, "offline");
+    clock.advance(60_000);
+    assert.equal(WebSocketClass.instances.length, 1);
+    network.online = true;
+    tracker.networkUp();
+    assert.equal(WebSocketClass.instances.length, 2);
+    await tracker.record(at(2));
+    socket().serverOpens();
+    await settle();
+    socket().receive({ type: "error", code: "rate_limited", detail: "too many frames; slow down" });
+    tracker.stop();
+    clock.advance(60_000);
+    assert.equal(WebSocketClass.instances.length, 2);
+    assert.equal(last().link, "idle");
+  });
+
+  it("takes a cumulative ack for the frame in flight only: a lower one removes nothing", async () => {
     const { tracker, socket, clock, queue, last } = await setup();
     tracker.start();
     for (const n of [1, 2, 3]) await tracker.record(at(n));
     socket().serverOpens();
     await settle();
-    socket().receive({ type: "error", code: "rate_limited", detail: "too many frames; slow down" });
+    assert.deepEqual(socket().batches(), [[100, 101, 102]]);
+    socket().receive({ type: "ack", seq: 101 }); // not this frame's seq: it covers no frame of ours
     await settle();
-    clock.advance(1999);
+    assert.equal(queue.size, 3);
+    assert.equal(last().lastAcked, null);
+    clock.advance(19_999);
+    assert.equal(last().link, "live", "the frame is still awaited");
+    socket().receive({ type: "ack", seq: 102 });
     await settle();
-    assert.equal(socket().batches().length, 1);
-    clock.advance(1);
+    assert.equal(queue.size, 0);
+    assert.equal(last().lastAcked.seq, 102);
+  });
+
+  it("does not let an ack above the frame in flight remove positions queued after it", async () => {
+    const { tracker, socket, clock, queue, last } = await setup();
+    tracker.start();
+    socket().serverOpens();
+    await tracker.record(at(1));
     await settle();
-    assert.deepEqual(socket().batches(), [[100, 101, 102], [100, 101, 102]]);
-    socket().receive({ type: "error", code: "out_of_range", detail: "positions[1].lat must be between -90 and 90" });
+    for (const n of [2, 3]) await tracker.record(at(n)); // queued, not sent
+    socket().receive({ type: "ack", seq: 102 });
     await settle();
-    assert.equal(last().refused, 1);
-    assert.deepEqual((await queue.oldest()).map((entry) => entry.seq), [100, 102]);
+    assert.deepEqual((await queue.oldest()).map((entry) => entry.seq), [101, 102]);
+    assert.equal(last().lastAcked.seq, 100);
     clock.advance(250);
     await settle();
-    assert.deepEqual(socket().batches().at(-1), [100, 102]);
-    socket().receive({ type: "error", code: "invalid_json", detail: "the frame is not valid JSON" });
+    assert.deepEqual(socket().batches(), [[100], [101, 102]]);
+  });
+
+  it("does not let an ack from the socket it replaced remove positions", async () => {
+    const { tracker, socket, clock, queue } = await setup();
+    tracker.start();
+    for (const n of [1, 2]) await tracker.record(at(n));
+    const first = socket();
+    first.serverOpens();
     await settle();
-    assert.equal(last().refused, 3, "an error that names no position drops the frame");
+    clock.advance(20_000); // no ack: the socket is taken for dead
+    clock.advance(500);
+    const second = socket();
+    assert.notEqual(second, first);
+    for (const n of [3]) await tracker.record(at(n));
+    second.serverOpens();
+    await settle();
+    assert.deepEqual(second.batches(), [[100, 101, 102]]);
+    first.receive({ type: "ack", seq: 102 }); // late, from the socket let go
+    await settle();
+    assert.equal(queue.size, 3);
+    second.receive({ type: "ack", seq: 102 });
+    await settle();
     assert.equal(queue.size, 0);
   });
 

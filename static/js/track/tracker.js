@@ -9,6 +9,12 @@
 // queue and leave together in the next batch, after the ack. So a backlog of any size goes out in
 // frames of up to 500 positions, no faster than one per ack and one per minFrameIntervalMs, well
 // under the server's limit of 5 frames a second.
+//
+// Acks are cumulative and per socket, and a socket that answered a frame with an error frame
+// never acknowledges anything past the frames it received before that one (docs/protocol.md,
+// Acknowledgements). So after an error frame the tracker deals with the refused frame (keeps it
+// to resend, or drops what the server will never take) and replaces the socket: the queue goes
+// out again on a new one, which acknowledges it.
 
 import { backoffDelay, CLOSE_REPLACED, CLOSE_UNAUTHENTICATED } from "../socket.js";
 import { batchFrame, MAX_BATCH } from "./queue.js";
@@ -35,8 +41,10 @@ const REAL_CLOCK = {
   clearTimeout: (handle) => clearTimeout(handle),
 };
 
-// After a `rate_limited` error the frame was dropped: send it again after this long.
+// After a `rate_limited` error the frame was dropped: reconnect and send it again after this
+// long, twice as long after each further one in a row (until an ack), up to the cap.
 const RATE_LIMITED_WAIT_MS = 2000;
+const RATE_LIMITED_WAIT_CAP_MS = 32000;
 // Which position of a batch an error frame names: "positions[3].lat must be ...".
 const NAMED_POSITION = /^positions\[(\d+)\]/;
 
@@ -86,6 +94,7 @@ export class Tracker {
     this.open = false; // the socket is open and the auth frame went out
     this.wanted = false; // start() was called and stop() was not
     this.attempt = 0;
+    this.rateLimited = 0; // rate_limited errors since the last ack
     this.retryTimer = null;
     this.ackTimer = null;
     this.sendTimer = null;
@@ -234,11 +243,37 @@ export class Tracker {
   scheduleRetry(closeCode) {
     const delay = backoffDelay(this.attempt, this.backoff);
     this.attempt += 1;
+    this.retryIn(delay, closeCode);
+  }
+
+  /**
+   * Connect again after `delay` ms.
+   * @param {number} delay
+   * @param {number} [closeCode]
+   */
+  retryIn(delay, closeCode) {
+    this.clock.clearTimeout(this.retryTimer);
     this.retryTimer = this.clock.setTimeout(() => {
       this.retryTimer = null;
       if (this.wanted) this.connect();
     }, delay);
     this.report({ link: "reconnecting", retryAt: this.clock.now() + delay, closeCode });
+  }
+
+  /**
+   * The socket was let go after an error frame: connect a new one after `delay` ms (0: at once),
+   * unless the page stopped, the network went, or a socket or retry is already under way (the
+   * page may have acted while the refused positions were being dropped).
+   * @param {number} delay
+   */
+  replaceSocket(delay) {
+    if (!this.wanted || this.ws || this.retryTimer !== null) return;
+    if (!this.isOnline()) {
+      this.report({ link: "offline" });
+      return;
+    }
+    if (delay > 0) this.retryIn(delay);
+    else this.connect();
   }
 
   armAckTimer() {
@@ -316,38 +351,56 @@ export class Tracker {
     }
   }
 
-  /** @param {number} seq */
+  /**
+   * An ack of `seq` on the current socket (acks of a socket let go never get here). Acks are
+   * cumulative: it covers the frames sent on this socket with a seq up to `seq`. With one frame in
+   * flight, every earlier frame of this socket is acknowledged already, so it is about the frame in
+   * flight or about nothing: the frame's positions go when `seq` reaches the frame's seq (a lower
+   * one is an old ack again), and nothing queued after the frame was sent goes with them, whatever
+   * `seq` says. The frame holds the oldest queued positions, so removing everything up to its seq
+   * removes exactly its positions.
+   * @param {number} seq
+   */
   async acknowledged(seq) {
-    const flight = this.inFlight;
-    const acked = flight ? flight.positions.filter((entry) => entry.seq <= seq).pop() : undefined;
-    if (flight && seq >= flight.seq) {
-      this.inFlight = null;
-      this.clock.clearTimeout(this.ackTimer);
-      this.ackTimer = null;
-    }
     this.attempt = 0; // an ack proves the server took our token
-    await this.queue.acknowledge(seq);
-    this.report(acked ? { lastAcked: acked } : {});
+    this.rateLimited = 0;
+    const flight = this.inFlight;
+    if (!flight || seq < flight.seq) return;
+    this.clock.clearTimeout(this.ackTimer);
+    this.ackTimer = null;
+    // The frame stays in flight until the queue has forgotten it: no frame is read from the queue
+    // (and sent) before then.
+    await this.queue.acknowledge(flight.seq);
+    if (this.inFlight === flight) this.inFlight = null;
+    this.report({ lastAcked: flight.positions[flight.positions.length - 1] });
     this.pump();
   }
 
   /**
-   * The server refused the frame in flight (docs/protocol.md, error frame). A rate-limited frame
-   * was dropped: send it again later. Any other error is about the positions themselves and
-   * sending them again would fail again: drop the position the error names, or the whole frame.
+   * The server refused the frame in flight (docs/protocol.md, error frame). From now on this
+   * socket acknowledges nothing past the frames it received before that one: let it go at once
+   * (nothing more is sent on it, and whatever it still says is ignored), and send the queue again
+   * on a new socket. A rate-limited frame was dropped: it stays queued, and the new socket comes
+   * after a pause (longer after each rate limit in a row). Any other error is about the positions
+   * themselves and sending them again would fail again: drop the position the error names, or the
+   * whole frame, then reconnect at once.
    * @param {string} code
    * @param {string} detail
    */
   async refused(code, detail) {
     const flight = this.inFlight;
     console.warn(`teamtrack: the server refused a frame: ${code} ${detail}`);
-    if (!flight) return;
-    this.inFlight = null;
-    this.clock.clearTimeout(this.ackTimer);
-    this.ackTimer = null;
+    this.drop(1000);
     if (code === "rate_limited") {
-      this.lastFrameAt = this.clock.now() + RATE_LIMITED_WAIT_MS - this.minFrameIntervalMs;
-      this.pump();
+      const wait = Math.min(RATE_LIMITED_WAIT_MS * 2 ** this.rateLimited, RATE_LIMITED_WAIT_CAP_MS);
+      this.rateLimited += 1;
+      this.replaceSocket(wait);
+      return;
+    }
+    if (!flight) {
+      // Nothing of ours to drop (the error cannot be about a frame in flight): reconnect with the
+      // ordinary backoff, so that a server refusing everything is not asked again and again.
+      this.replaceSocket(backoffDelay(this.attempt++, this.backoff));
       return;
     }
     const named = NAMED_POSITION.exec(detail);
@@ -355,9 +408,16 @@ export class Tracker {
     const dropped = index >= 0 && index < flight.positions.length
       ? [flight.positions[index]]
       : flight.positions;
-    await this.queue.drop(dropped.map((entry) => entry.seq));
+    try {
+      await this.queue.drop(dropped.map((entry) => entry.seq));
+    } catch (error) {
+      // Still queued: the new socket would be refused the same way. Not at once, then.
+      console.error("teamtrack: cannot drop the refused positions", error);
+      this.replaceSocket(backoffDelay(this.attempt++, this.backoff));
+      return;
+    }
     this.report({ refused: this.status.refused + dropped.length });
-    this.pump();
+    this.replaceSocket(0);
   }
 
   // ------------------------------------------------------------ status
