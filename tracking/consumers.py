@@ -7,6 +7,7 @@ WorkerConsumer serves a worker's device on /ws/worker/; TeamConsumer serves a ma
 import asyncio
 import logging
 import random
+from typing import NamedTuple
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
@@ -106,9 +107,14 @@ class RelaySocketConsumer(AsyncWebsocketConsumer):
             pass
 
 
+class LoggedInWorker(NamedTuple):
+    id: int
+    team_id: int
+
+
 class WorkerConsumer(RelaySocketConsumer):
     kind = "worker"
-    worker = None  # set once the device's token is accepted
+    worker: LoggedInWorker | None = None  # set once the device's token is accepted
     login_seq: int | None = None  # of its login: a newer one of the same worker closes this
     auth_timer = None
     acks: SocketAcks | None = None
@@ -237,7 +243,8 @@ class WorkerConsumer(RelaySocketConsumer):
             due=relay.due_acks,
             clock=relay.clock,
         )
-        self.worker = worker
+        # Its ids only: a model instance would cost a kilobyte on each of thousands of sockets.
+        self.worker = LoggedInWorker(worker.id, worker.team_id)
 
     async def token_revoked(self):
         """Close unless this socket's token still logs its worker in, in the same team (tracking.

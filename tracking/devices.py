@@ -59,7 +59,7 @@ class DeviceSocket(Protocol):
         logged in with the token that works now."""
 
 
-@dataclass
+@dataclass(slots=True)
 class LocalWorker:
     """A worker with at least one device socket on this replica."""
 

@@ -35,6 +35,8 @@ MAX_KEYS = 10_000  # addresses or workers a local count remembers; the longest q
 class FrameRateLimit:
     """A token bucket: `rate` frames a second on average, bursts of up to `burst` frames."""
 
+    __slots__ = ("rate", "burst", "clock", "tokens", "updated", "refused_in_a_row")  # one a socket
+
     def __init__(self, *, rate: float, burst: int, clock=time.monotonic):
         self.rate = rate
         self.burst = burst
