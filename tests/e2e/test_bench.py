@@ -22,7 +22,7 @@ def test_quick_benchmark_measures_every_mode_side_by_side(tmp_path):
     assert "warming up" in run.stdout  # progress is shown while it runs
     result = json.loads((tmp_path / "bench-redis-quick.json").read_text())
     assert result["cores"] >= 1 and result["revision"]
-    assert set(result["modes"]) == {"bare", "stock", "batched", "live-only"}
+    assert set(result["modes"]) == {"bare", "stock", "batched", "live-only", "batched-no-acks"}
     assert "| batched |" in (tmp_path / "bench-redis-quick.md").read_text()
 
     assert result["modes"]["live-only"]["idle"] is None  # steps only: it prices the history
@@ -37,7 +37,7 @@ def test_quick_benchmark_measures_every_mode_side_by_side(tmp_path):
         assert first["server_cpu_us_per_position"]["daphne"] > 0, mode
 
     assert result["modes"]["bare"]["steps"][0]["received_pct"] == 100.0
-    for mode in ("stock", "batched", "live-only"):
+    for mode in ("stock", "batched", "live-only", "batched-no-acks"):
         first = result["modes"][mode]["steps"][0]
         assert first["latest_delivered_pct"] == 100.0, mode
         assert 0 < first["latency_ms"]["p50"] <= first["latency_ms"]["p99"], mode
@@ -48,6 +48,14 @@ def test_quick_benchmark_measures_every_mode_side_by_side(tmp_path):
     assert result["modes"]["live-only"]["steps"][0]["stored_per_s"] == 0
     assert any("History's cost" in line for line in result["ratios"])
     assert result["modes"]["batched"]["steps"][0]["server_cpu_us_per_position"]["kafka"] == 0
+
+    # Devices send a seq and count acks (cumulative: fewer ack frames than positions covered),
+    # but in batched-no-acks; an ack later than 5 s would be an error.
+    acks = result["modes"]["batched"]["steps"][0]["acks"]
+    assert acks["late"] == 0 and 0 < acks["ack_frames_per_s"] <= acks["acked_per_s"]
+    assert acks["acked_per_s"] >= 0.8 * result["modes"]["batched"]["steps"][0]["sent_per_s"]
+    assert "acks" not in result["modes"]["batched-no-acks"]["steps"][0]
+    assert any("Acks' cost" in line for line in result["ratios"])
 
     fanout = result["modes"]["batched"]["fanout"]
     assert fanout["manager_sockets"] == 10 and fanout["errors"] == 0
