@@ -8,7 +8,8 @@ on the real local cluster (nginx, N daphne replicas, Redis or Kafka), measured i
 For each mode (bare: frames received and dropped; stock: one group_send per position and one
 encode per manager, loadtest/stock.py; batched: TeamTrack's relay, storing every position;
 live-only: the same with HISTORY=false; batched-no-acks: batched with devices that send no
-`seq`, so that nothing is acknowledged) it starts the cluster, then:
+`seq`, so that nothing is acknowledged; batched-acks-3s: batched with ACK_INTERVAL_SECONDS=3)
+it starts the cluster, then:
 - idle (not live-only): holds idle device sockets on one replica and reports its memory per
   connection;
 - steps: raises the number of devices sending one position a second until a step is not
@@ -60,7 +61,10 @@ RESULTS = Path(__file__).with_name("results")
 # run reports what storing every position costs.
 # batched-kafka: the relay as shipped on the Kafka layer, beside batched on --layer in one run.
 # batched-no-acks: the relay as shipped, its devices asking for no acks (what acks cost).
-MODES = ("bare", "stock", "batched", "live-only", "batched-no-acks", "batched-kafka")
+# batched-acks-3s: the relay with ACK_INTERVAL_SECONDS=3 (what a longer interval saves).
+MODES = (
+    "bare", "stock", "batched", "live-only", "batched-no-acks", "batched-acks-3s", "batched-kafka"
+)  # fmt: skip
 P99_LIMIT_MS = 250
 SENT_SHARE = 0.98  # below this share of the offered rate, the generator (or machine) fell behind
 
@@ -410,6 +414,8 @@ def run_mode(mode: str, args, world: dict, base_env: dict, brokers: dict) -> dic
     env = {**base_env, "REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}"}
     if mode == "live-only":
         env["HISTORY"] = "false"
+    if mode == "batched-acks-3s":
+        env["ACK_INTERVAL_SECONDS"] = "3"
     application = {
         "bare": "loadtest.bare:application",
         "stock": "loadtest.stock:application",
@@ -455,8 +461,9 @@ def ratios(modes: dict) -> list[str]:
     live_only = modes.get("live-only")
     if batched and live_only:
         lines += history_cost(batched, live_only)
-    if batched and modes.get("batched-no-acks"):
-        lines += acks_cost(batched, modes["batched-no-acks"])
+    for other in ("batched-no-acks", "batched-acks-3s"):
+        if batched and modes.get(other):
+            lines += acks_cost(batched, modes[other], other)
     if batched and modes.get("batched-kafka"):
         lines += kafka_cost(batched, modes["batched-kafka"])
     for name, baseline in (("stock", stock), ("bare", bare)):
@@ -508,13 +515,14 @@ def kafka_cost(batched: dict, on_kafka: dict) -> list[str]:
     return lines
 
 
-def acks_cost(batched: dict, no_acks: dict) -> list[str]:
-    """What acknowledging every position costs: the relay with acks against the same without."""
-    title = "Acks' cost in sustained devices, batched / batched-no-acks"
-    lines = [sustained_against(title, batched, no_acks, "batched-no-acks")]
-    for devices, cpu, base, _ in same_steps(batched, no_acks):
+def acks_cost(batched: dict, other: dict, name: str) -> list[str]:
+    """What acknowledging every position costs: the relay with acks (at the default interval)
+    against the same without acks, or with a longer interval."""
+    title = f"Acks' cost in sustained devices, batched / {name}"
+    lines = [sustained_against(title, batched, other, name)]
+    for devices, cpu, base, _ in same_steps(batched, other):
         lines.append(
-            f"Server CPU per position at {devices} devices, batched / batched-no-acks: "
+            f"Server CPU per position at {devices} devices, batched / {name}: "
             f"{cpu['total']} / {base['total']} µs = {cpu['total'] / base['total']:.2f}"
         )
     return lines
