@@ -51,7 +51,7 @@ class SocketAcks:
     # against 216), keep it under 300 bytes.
     __slots__ = (
         "send", "interval", "due", "clock", "waiting", "safe", "highest_received", "ceiling",
-        "acked", "sent_at", "due_at", "closed",
+        "acked", "sent_at", "due_at", "closed", "repeat",
     )  # fmt: skip
 
     def __init__(
@@ -77,6 +77,7 @@ class SocketAcks:
         self.sent_at = -math.inf  # when (clock.time())
         self.due_at = math.inf  # when the ack held back goes out
         self.closed = False
+        self.repeat = False  # a frame acknowledged before came again: say so again
 
     def received(self, seq: int) -> None:
         """A frame with this seq was taken: acks wait for it."""
@@ -99,7 +100,11 @@ class SocketAcks:
         if self.closed:
             return
         self.waiting.pop(seq, None)
-        if seq > self.acked:  # else covered already (a resend of a frame acknowledged before)
+        if seq <= self.acked:
+            # A resend of a frame acknowledged before: its device missed the ack, or did not
+            # wait for it. Repeat it, so that it is not left waiting.
+            self.repeat = True
+        else:
             self.safe.append(seq)
             if len(self.safe) > MAX_SAFE:
                 self.safe = sorted(self.safe)[-MAX_SAFE // 2 :]
@@ -116,10 +121,10 @@ class SocketAcks:
         """The highest seq an ack may name now, if above the last one sent."""
         below = min(min(self.waiting, default=math.inf), self.ceiling + 1)
         covered = [seq for seq in self.safe if seq < below]
-        if not covered:
-            return None
-        seq = max(covered)
-        return seq if seq > self.acked else None
+        seq = max(covered, default=-1)
+        if seq > self.acked:
+            return seq
+        return self.acked if self.repeat and self.acked >= 0 else None
 
     async def flush(self) -> None:
         """Send the ack that is due, if any, whatever the interval (a socket that closes)."""
@@ -128,7 +133,7 @@ class SocketAcks:
         if seq is None or self.closed:
             return
         self.safe = [s for s in self.safe if s > seq]
-        self.acked, self.sent_at = seq, self.clock.time()
+        self.acked, self.sent_at, self.repeat = seq, self.clock.time(), False
         await self.send(seq)
 
     def close(self) -> None:
