@@ -1,14 +1,15 @@
 // static/js/track/tracker.js against a fake WebSocket and a fake clock: the auth frame first,
-// one batch in flight at a time, positions forgotten only when a (cumulative, per socket) ack
-// covers them, the backlog resent oldest first after a reconnect, a new socket after an error
-// frame (the old one acknowledges nothing more), quiet while offline, a stop for good on 4401,
-// and a stop until started again on 4409.
+// batches sent without waiting for the acks of earlier ones (within a window), positions
+// forgotten only when a (cumulative, per socket) ack covers them, the backlog resent oldest first
+// after a reconnect, a dead socket found by its missing acks, a new socket after an error frame
+// (the old one acknowledges nothing more), quiet while offline, a stop for good on 4401, and a
+// stop until started again on 4409.
 
 import assert from "node:assert/strict";
 import { describe, it, mock } from "node:test";
 
 import { MemoryStorage, PositionQueue } from "../../static/js/track/queue.js";
-import { Tracker } from "../../static/js/track/tracker.js";
+import { MAX_FRAMES_IN_FLIGHT, MAX_POSITIONS_IN_FLIGHT, Tracker } from "../../static/js/track/tracker.js";
 
 const URL = "ws://example.test/ws/worker/";
 const TOKEN = "tt_secret";
@@ -144,7 +145,7 @@ describe("Tracker", () => {
     assert.equal(last().lastAcked.lng, at(1).lng);
   });
 
-  it("keeps one frame in flight: positions that come meanwhile leave together after the ack", async () => {
+  it("sends positions that come within the least frame interval together in the next frame", async () => {
     const { tracker, socket, clock } = await setup();
     tracker.start();
     socket().serverOpens();
@@ -153,9 +154,7 @@ describe("Tracker", () => {
     for (const n of [2, 3, 4]) await tracker.record(at(n));
     await settle();
     assert.deepEqual(socket().batches(), [[100]]);
-    socket().receive({ type: "ack", seq: 100 });
-    await settle();
-    clock.advance(250); // no more than one frame per minFrameIntervalMs
+    clock.advance(250); // no more than one frame per minFrameIntervalMs; no ack needed
     await settle();
     assert.deepEqual(socket().batches(), [[100], [101, 102, 103]]);
   });
@@ -633,5 +632,227 @@ describe("Tracker", () => {
     first.receive({ type: "ack", seq: 100 });
     await settle();
     assert.equal(queue.size, 1);
+  });
+});
+
+describe("Tracker pipelining", () => {
+  /** An open tracker; `record(n)` queues at(n) and lets the tracker send it. */
+  async function live(options) {
+    const env = await setup(options);
+    env.tracker.start();
+    env.socket().serverOpens();
+    env.record = async (n) => {
+      await env.tracker.record(at(n));
+      await settle();
+    };
+    env.tick = async (ms) => {
+      env.clock.advance(ms);
+      await settle();
+    };
+    env.ack = async (seq, ws = env.socket()) => {
+      ws.receive({ type: "ack", seq });
+      await settle();
+    };
+    env.queued = async () => (await env.queue.oldest()).map((entry) => entry.seq);
+    return env;
+  }
+
+  it("sends a second batch before the first one's ack", async () => {
+    const { socket, record, tick, last } = await live();
+    await record(1);
+    await tick(250);
+    await record(2);
+    assert.deepEqual(socket().batches(), [[100], [101]], "no wait for the ack of 100");
+    assert.equal(last().lastSent.seq, 101);
+    assert.equal(last().queued, 2, "both stay queued until acknowledged");
+  });
+
+  it("removes both frames in flight on one ack that covers them", async () => {
+    const { socket, record, tick, ack, queue, last, clock } = await live();
+    await record(1);
+    await tick(250);
+    await record(2);
+    await ack(101);
+    assert.equal(queue.size, 0);
+    assert.equal(last().lastAcked.seq, 101);
+    assert.deepEqual(clock.pending(), [], "nothing in flight: no ack awaited");
+    await tick(250);
+    assert.deepEqual(socket().batches(), [[100], [101]], "nothing sent again");
+  });
+
+  it("keeps the second frame in flight on an ack that covers only the first", async () => {
+    const { socket, record, tick, ack, queued, last } = await live();
+    await record(1);
+    await tick(250);
+    await record(2);
+    await ack(100);
+    assert.deepEqual(await queued(), [101]);
+    assert.equal(last().lastAcked.seq, 100);
+    await record(3);
+    await tick(250);
+    assert.deepEqual(socket().batches(), [[100], [101], [102]], "101 is in flight: not sent again");
+    await ack(102);
+    assert.deepEqual(await queued(), []);
+  });
+
+  it("never sends a queued position twice on one socket", async () => {
+    const { socket, record, tick, ack } = await live();
+    for (let n = 1; n <= 40; n += 1) {
+      await record(n);
+      if (n % 3 === 0) await tick(250);
+      if (n % 7 === 0) await ack(socket().batches()[0].at(-1)); // an old ack, then a newer one
+      if (n % 11 === 0) await ack(socket().batches().at(-2).at(-1));
+    }
+    await tick(250);
+    const sent = socket().batches().flat();
+    assert.deepEqual(sent, Array.from({ length: 40 }, (_, n) => 100 + n), "each once, in order");
+  });
+
+  it(`keeps at most ${MAX_FRAMES_IN_FLIGHT} frames in flight, and sends the next after an ack`, async () => {
+    const { socket, record, tick, ack, queued } = await live();
+    for (let n = 0; n < MAX_FRAMES_IN_FLIGHT; n += 1) {
+      await record(n);
+      await tick(1000);
+    }
+    assert.equal(socket().batches().length, MAX_FRAMES_IN_FLIGHT);
+    await record(100);
+    await record(101);
+    await tick(2000);
+    assert.equal(socket().batches().length, MAX_FRAMES_IN_FLIGHT, "the window is full");
+    await ack(100); // the first frame only
+    const batches = socket().batches();
+    assert.equal(batches.length, MAX_FRAMES_IN_FLIGHT + 1);
+    assert.deepEqual(batches.at(-1), [100 + MAX_FRAMES_IN_FLIGHT, 101 + MAX_FRAMES_IN_FLIGHT]);
+    assert.equal((await queued()).length, MAX_FRAMES_IN_FLIGHT + 1);
+  });
+
+  it(`keeps at most ${MAX_POSITIONS_IN_FLIGHT} positions in flight: a backlog leaves at an ack's pace`, async () => {
+    const { tracker, socket, record, tick, ack } = await live();
+    await record(0); // leaves at once, alone
+    for (let n = 1; n < 1500; n += 1) await tracker.record(at(n));
+    await settle();
+    for (let i = 0; i < 20; i += 1) await tick(250);
+    const sizes = () => socket().batches().map((batch) => batch.length);
+    assert.deepEqual(sizes(), [1, 500, MAX_POSITIONS_IN_FLIGHT - 501], "up to the bound, no more");
+    await ack(100);
+    assert.deepEqual(sizes(), [1, 500, 499, 1], "one position fewer in flight: room for one");
+    await ack(1099);
+    await tick(250);
+    assert.deepEqual(sizes(), [1, 500, 499, 1, 499]);
+    assert.deepEqual(socket().batches().flat(), Array.from({ length: 1500 }, (_, n) => 100 + n));
+  });
+
+  it("resends everything not acknowledged on a new socket, and ignores the old socket's acks", async () => {
+    const { socket, record, tick, ack, WebSocketClass, queue, queued } = await live();
+    for (let n = 1; n <= 4; n += 1) {
+      await record(n);
+      await tick(250);
+    }
+    const first = socket();
+    assert.deepEqual(first.batches(), [[100], [101], [102], [103]]);
+    await ack(101);
+    first.serverCloses(1006);
+    await record(5);
+    await tick(500);
+    assert.equal(WebSocketClass.instances.length, 2);
+    const second = socket();
+    second.serverOpens();
+    await settle();
+    assert.deepEqual(second.batches(), [[102, 103, 104]], "all that was in flight, then the new one");
+    await ack(104, first); // the socket let go: ignored
+    assert.equal(queue.size, 3);
+    await ack(104, second);
+    assert.deepEqual(await queued(), []);
+  });
+
+  it("takes a socket that gets frames but gives no ack for 20 s for dead", async () => {
+    const { socket, record, tick, WebSocketClass, last } = await live();
+    const first = socket();
+    for (let s = 0; s < 20; s += 1) {
+      await record(s);
+      if (s < 19) await tick(1000);
+    }
+    assert.equal(first.batches().length, MAX_FRAMES_IN_FLIGHT, "frames went on going out");
+    await tick(999);
+    assert.equal(last().link, "live", "19.999 s after the oldest frame left");
+    await tick(1);
+    assert.equal(first.closedWith, 1000);
+    assert.equal(last().link, "reconnecting");
+    await tick(500);
+    assert.equal(WebSocketClass.instances.length, 2);
+    socket().serverOpens();
+    await settle();
+    assert.deepEqual(socket().batches(), [Array.from({ length: 20 }, (_, n) => 100 + n)]);
+  });
+
+  it("counts the 20 s from the last ack or the oldest frame's sending, whichever is later", async () => {
+    const { socket, record, tick, ack, last } = await live();
+    await record(1);
+    await tick(5000);
+    await ack(100); // nothing in flight
+    await tick(7000);
+    await record(2); // at 12 s: the oldest frame in flight, sent after the last ack
+    await tick(19_999);
+    assert.equal(last().link, "live");
+    await tick(1);
+    assert.equal(last().link, "reconnecting");
+    assert.deepEqual(socket().batches(), [[100], [101]]);
+  });
+
+  it("keeps a socket whose acks come every 10 s, sending each position at once", async () => {
+    const { socket, record, tick, ack, WebSocketClass, last, queue } = await live();
+    for (let s = 0; s < 120; s += 1) {
+      await record(s);
+      assert.equal(socket().batches().length, s + 1, "the position left without waiting");
+      // Every 10 s an ack of every frame but the newest (not yet safe when the ack left).
+      if (s % 10 === 0 && s > 0) await ack(socket().batches().at(-2).at(-1));
+      await tick(1000);
+    }
+    assert.equal(WebSocketClass.instances.length, 1);
+    assert.equal(last().link, "live");
+    assert.ok(queue.size <= 10);
+    // Then the acks stop: the socket is dead 20 s after the last one (at 110 s), though frames
+    // went on going out until 119 s.
+    await tick(9_999);
+    assert.equal(last().link, "live");
+    await tick(1);
+    assert.equal(last().link, "reconnecting");
+  });
+
+  it("after an error frame with several frames in flight, drops nothing and resends one frame at a time", async () => {
+    const { socket, record, tick, ack, WebSocketClass, last, queued } = await live();
+    await record(1);
+    await tick(250);
+    await record(2);
+    const first = socket();
+    first.receive({ type: "error", code: "out_of_range", detail: "positions[0].lat must be between -90 and 90" });
+    await settle();
+    assert.equal(first.closedWith, 1000);
+    assert.equal(last().refused, 0, "which frame it was is not known");
+    assert.deepEqual(await queued(), [100, 101]);
+    assert.equal(WebSocketClass.instances.length, 2, "a new socket at once");
+    const second = socket();
+    second.serverOpens();
+    await tick(250); // the least time between two frames, sockets or not
+    assert.deepEqual(second.batches(), [[100, 101]]);
+    await record(3);
+    await tick(1000);
+    assert.deepEqual(second.batches(), [[100, 101]], "one frame at a time after an error");
+    second.receive({ type: "error", code: "out_of_range", detail: "positions[1].lat must be between -90 and 90" });
+    await settle();
+    assert.equal(last().refused, 1);
+    assert.deepEqual(await queued(), [100, 102], "101 dropped: the one frame in flight named it");
+    const third = socket();
+    third.serverOpens();
+    await tick(250);
+    assert.deepEqual(third.batches(), [[100, 102]]);
+    await record(4);
+    await tick(1000);
+    assert.equal(third.batches().length, 1, "still one at a time");
+    await ack(102);
+    assert.deepEqual(third.batches(), [[100, 102], [103]], "103 leaves once the ack comes");
+    await tick(250);
+    await record(5);
+    assert.deepEqual(third.batches(), [[100, 102], [103], [104]], "104 does not wait for 103's ack");
   });
 });

@@ -12,8 +12,8 @@ export const DEFAULTS = {
   scope: "/track/",
   backoffStartMs: 1000,
   backoffCapMs: 60000,
-  // Acks come at the end of the server's flush window (about 0.1 s); 20 s without one means the
-  // connection died without a close (a phone that changed networks).
+  // Acks come at most once per ACK_INTERVAL_SECONDS (up to 10 s); 20 s without one while frames
+  // are in flight means the connection died without a close (a phone that changed networks).
   ackTimeoutMs: 20000,
   // At most 4 frames a second: the server allows 5 a second per worker (docs/protocol.md).
   minFrameIntervalMs: 250,

@@ -1,20 +1,27 @@
 // @ts-check
 // The worker socket of the tracking page: authenticates with an auth frame, sends the queue as
-// batch frames oldest first, one frame at a time, and forgets positions only when an ack covers
-// them. Reconnects with backoff and jitter; goes quiet while the browser is offline; stops for
-// good when the server refuses the token (4401), and until start() when a newer socket of the same
-// worker took over (4409: reconnecting on its own would take the socket back, for ever).
+// batch frames oldest first, and forgets positions only when an ack covers them. Reconnects with
+// backoff and jitter; goes quiet while the browser is offline; stops for good when the server
+// refuses the token (4401), and until start() when a newer socket of the same worker took over
+// (4409: reconnecting on its own would take the socket back, for ever).
 //
-// One frame in flight at a time ("stop and wait"): positions that arrive meanwhile wait in the
-// queue and leave together in the next batch, after the ack. So a backlog of any size goes out in
-// frames of up to 500 positions, no faster than one per ack and one per minFrameIntervalMs, well
-// under the server's limit of 5 frames a second.
+// Frames do not wait for the acks of earlier ones: the server acknowledges at most once per
+// ACK_INTERVAL_SECONDS (up to 10 s), and a position that waited for an ack to leave would reach
+// the map that much later. Each new position leaves in the next frame, no sooner than
+// minFrameIntervalMs after the last (4 a second, under the server's limit of 5), and stays queued,
+// in flight, until an ack covers its frame. A socket never gets a position twice (the next frame
+// takes only positions above the last seq sent on it, so frames' seqs increase); a new socket gets
+// everything unacknowledged again. At most MAX_FRAMES_IN_FLIGHT frames and
+// MAX_POSITIONS_IN_FLIGHT positions wait for acks: a large backlog goes out two full batches per
+// ack, not as fast as the frame rate would allow.
 //
 // Acks are cumulative and per socket, and a socket that answered a frame with an error frame
 // never acknowledges anything past the frames it received before that one (docs/protocol.md,
 // Acknowledgements). So after an error frame the tracker deals with the refused frame (keeps it
 // to resend, or drops what the server will never take) and replaces the socket: the queue goes
-// out again on a new one, which acknowledges it.
+// out again on a new one, which acknowledges it. An error frame does not say which frame it
+// answers; the tracker can tell only when one frame was in flight, so after an error it sends one
+// frame at a time until the next ack.
 
 import { backoffDelay, CLOSE_REPLACED, CLOSE_UNAUTHENTICATED } from "../socket.js";
 import { batchFrame, MAX_BATCH } from "./queue.js";
@@ -47,6 +54,19 @@ const RATE_LIMITED_WAIT_MS = 2000;
 const RATE_LIMITED_WAIT_CAP_MS = 32000;
 // Which position of a batch an error frame names: "positions[3].lat must be ...".
 const NAMED_POSITION = /^positions\[(\d+)\]/;
+// Frames waiting for their ack at most: more than a fix a second sends over the longest ack
+// interval (10 s), so that live positions never wait for an ack to leave.
+export const MAX_FRAMES_IN_FLIGHT = 16;
+// Positions waiting for their ack at most: a backlog leaves two full batches per ack.
+export const MAX_POSITIONS_IN_FLIGHT = 2 * MAX_BATCH;
+
+/**
+ * A frame sent on the current socket and not yet acknowledged.
+ * @typedef {object} Flight
+ * @property {number} seq  the highest seq of its positions: the ack that covers it
+ * @property {QueuedPosition[]} positions
+ * @property {number} sentAt  clock.now() when it left
+ */
 
 export class Tracker {
   /**
@@ -61,7 +81,8 @@ export class Tracker {
    * @param {() => number} [options.random]
    * @param {number} [options.backoffStartMs]
    * @param {number} [options.backoffCapMs]
-   * @param {number} [options.ackTimeoutMs]  no ack (or no open) this long: the socket is dead
+   * @param {number} [options.ackTimeoutMs]  no open this long, or frames in flight and no ack
+   *   this long since the oldest of them left or the last ack came: the socket is dead
    * @param {number} [options.minFrameIntervalMs]
    */
   constructor({
@@ -101,8 +122,14 @@ export class Tracker {
     this.pumping = false;
     this.pumpAgain = false;
     this.lastFrameAt = -Infinity;
-    /** @type {{ seq: number, positions: QueuedPosition[] } | null} */
-    this.inFlight = null;
+    // The current socket's frames not yet acknowledged, oldest first; the highest seq sent on it;
+    // when its last ack came that covered a frame.
+    /** @type {Flight[]} */
+    this.inFlight = [];
+    this.sentThrough = -Infinity;
+    this.lastAckAt = -Infinity;
+    // Frames allowed in flight: 1 after an error frame, until an ack (see refused()).
+    this.window = MAX_FRAMES_IN_FLIGHT;
 
     /** @type {TrackerStatus} */
     this.status = { link: "idle", queued: queue.size, lastSent: null, lastAcked: null, refused: 0 };
@@ -175,11 +202,10 @@ export class Tracker {
     }
     this.ws = ws;
     this.open = false;
-    this.armAckTimer(); // also bounds the time the socket may take to open
+    this.deadAfter(this.ackTimeoutMs); // the time the socket may take to open
     ws.onopen = () => {
       if (this.ws !== ws) return;
-      this.clock.clearTimeout(this.ackTimer);
-      this.ackTimer = null;
+      this.watchAcks(); // nothing in flight yet: no timer
       // Browsers cannot set an Authorization header: the token goes in the first frame.
       ws.send(JSON.stringify({ type: "auth", token: this.token }));
       this.open = true;
@@ -203,7 +229,9 @@ export class Tracker {
     this.clock.clearTimeout(this.ackTimer);
     this.clock.clearTimeout(this.sendTimer);
     this.ackTimer = this.sendTimer = null;
-    this.inFlight = null; // resent after the next connect, if no ack came
+    // What was in flight stays queued, and the next socket sends it again.
+    this.inFlight = [];
+    this.sentThrough = this.lastAckAt = -Infinity;
     this.open = false;
     const ws = this.ws;
     this.ws = null;
@@ -276,7 +304,11 @@ export class Tracker {
     else this.connect();
   }
 
-  armAckTimer() {
+  /**
+   * Take the socket for dead in `ms` unless this timer is set again or cleared first.
+   * @param {number} ms
+   */
+  deadAfter(ms) {
     this.clock.clearTimeout(this.ackTimer);
     this.ackTimer = this.clock.setTimeout(() => {
       this.ackTimer = null;
@@ -284,12 +316,26 @@ export class Tracker {
       // its network without the browser noticing). Treat it as closed.
       console.warn("teamtrack: no answer from the server; reconnecting");
       this.closed(1006);
-    }, this.ackTimeoutMs);
+    }, ms);
+  }
+
+  /**
+   * While frames are in flight, expect an ack within ackTimeoutMs of the oldest one's sending or
+   * of the last ack, whichever is later: not of the newest frame's, or a steady stream of frames
+   * would keep a dead socket for ever; and not of the oldest alone, which may rightly wait a whole
+   * ack interval (up to 10 s) and then some, a frame after each ack.
+   */
+  watchAcks() {
+    this.clock.clearTimeout(this.ackTimer);
+    this.ackTimer = null;
+    if (!this.inFlight.length) return;
+    const since = Math.max(this.inFlight[0].sentAt, this.lastAckAt);
+    this.deadAfter(since + this.ackTimeoutMs - this.clock.now());
   }
 
   // ------------------------------------------------------------ sending
 
-  /** Send the oldest queued positions as one batch, if the socket is open and idle. */
+  /** Send the queued positions not yet sent on this socket, as batches, while the window allows. */
   async pump() {
     // One pump at a time; a call while one reads the queue makes it look again afterwards (the
     // queue may have grown while it read).
@@ -299,37 +345,48 @@ export class Tracker {
     }
     this.pumping = true;
     try {
-      do {
+      let again = true;
+      while (again) {
         this.pumpAgain = false;
-        await this.sendNext();
-      } while (this.pumpAgain);
+        again = (await this.sendNext()) || this.pumpAgain;
+      }
     } finally {
       this.pumping = false;
     }
   }
 
+  /** Send the next batch, if there is one and the socket, the window and the frame rate allow. */
   async sendNext() {
-    if (!this.open || this.inFlight || this.sendTimer !== null) return;
+    if (!this.open || this.sendTimer !== null) return false;
+    const inFlight = this.inFlight.reduce((sum, flight) => sum + flight.positions.length, 0);
+    const room = Math.min(MAX_BATCH, MAX_POSITIONS_IN_FLIGHT - inFlight);
+    // Nothing new queued, or the window is full: the next record or ack pumps again.
+    if (this.queue.size <= inFlight || this.inFlight.length >= this.window || room <= 0) return false;
     const wait = this.lastFrameAt + this.minFrameIntervalMs - this.clock.now();
     if (wait > 0) {
       this.sendTimer = this.clock.setTimeout(() => {
         this.sendTimer = null;
         this.pump();
       }, wait);
-      return;
+      return false;
     }
     const ws = this.ws;
-    const queued = await this.queue.oldest(MAX_BATCH);
-    if (this.ws !== ws || !ws || !this.open || this.inFlight) return;
-    const frame = batchFrame(queued);
-    if (!frame) return;
+    // What is in flight is the head of the queue (or gone from it already, when an ack came
+    // meanwhile): read past it, and keep only what this socket has not had.
+    const queued = await this.queue.oldest(inFlight + room);
+    if (this.ws !== ws || !ws || !this.open) return false;
+    const frame = batchFrame(queued.filter((entry) => entry.seq > this.sentThrough), room);
+    if (!frame) return false;
     const positions = /** @type {QueuedPosition[]} */ (frame.positions);
     const last = positions[positions.length - 1];
-    this.inFlight = { seq: last.seq, positions };
-    this.lastFrameAt = this.clock.now();
+    const now = this.clock.now();
+    this.inFlight.push({ seq: last.seq, positions, sentAt: now });
+    this.sentThrough = last.seq;
+    this.lastFrameAt = now;
     ws.send(JSON.stringify(frame));
-    this.armAckTimer();
+    this.watchAcks();
     this.report({ lastSent: last });
+    return true;
   }
 
   // ------------------------------------------------------------ receiving
@@ -353,56 +410,65 @@ export class Tracker {
 
   /**
    * An ack of `seq` on the current socket (acks of a socket let go never get here). Acks are
-   * cumulative: it covers the frames sent on this socket with a seq up to `seq`. With one frame in
-   * flight, every earlier frame of this socket is acknowledged already, so it is about the frame in
-   * flight or about nothing: the frame's positions go when `seq` reaches the frame's seq (a lower
-   * one is an old ack again), and nothing queued after the frame was sent goes with them, whatever
-   * `seq` says. The frame holds the oldest queued positions, so removing everything up to its seq
-   * removes exactly its positions.
+   * cumulative: it covers the frames in flight with a seq up to `seq` (earlier frames of this
+   * socket are acknowledged already; an ack below them all is an old one again), and nothing
+   * queued after the newest of them was sent goes with them, whatever `seq` says. The frames in
+   * flight hold the oldest queued positions, in order, so removing everything up to the newest
+   * covered frame's seq removes exactly their positions.
    * @param {number} seq
    */
   async acknowledged(seq) {
     this.attempt = 0; // an ack proves the server took our token
     this.rateLimited = 0;
-    const flight = this.inFlight;
-    if (!flight || seq < flight.seq) return;
-    this.clock.clearTimeout(this.ackTimer);
-    this.ackTimer = null;
-    // The frame stays in flight until the queue has forgotten it: no frame is read from the queue
-    // (and sent) before then.
-    await this.queue.acknowledge(flight.seq);
-    if (this.inFlight === flight) this.inFlight = null;
-    this.report({ lastAcked: flight.positions[flight.positions.length - 1] });
+    const covered = this.inFlight.filter((flight) => flight.seq <= seq);
+    if (!covered.length) return;
+    const newest = covered[covered.length - 1];
+    // Out of flight at once: a frame read from the queue before it forgets them skips them anyway
+    // (their seqs are not above sentThrough).
+    this.inFlight = this.inFlight.filter((flight) => flight.seq > seq);
+    this.lastAckAt = this.clock.now();
+    this.window = MAX_FRAMES_IN_FLIGHT;
+    this.watchAcks();
+    await this.queue.acknowledge(newest.seq);
+    this.report({ lastAcked: newest.positions[newest.positions.length - 1] });
     this.pump();
   }
 
   /**
-   * The server refused the frame in flight (docs/protocol.md, error frame). From now on this
+   * The server refused a frame in flight (docs/protocol.md, error frame). From now on this
    * socket acknowledges nothing past the frames it received before that one: let it go at once
    * (nothing more is sent on it, and whatever it still says is ignored), and send the queue again
    * on a new socket. A rate-limited frame was dropped: it stays queued, and the new socket comes
    * after a pause (longer after each rate limit in a row). Any other error is about the positions
    * themselves and sending them again would fail again: drop the position the error names, or the
-   * whole frame, then reconnect at once.
+   * whole frame, then reconnect at once. Which frame it was is known only when one was in flight:
+   * with more, drop nothing, and let the new socket send one frame at a time until an ack, so
+   * that the error, when it comes again, is about a known frame.
    * @param {string} code
    * @param {string} detail
    */
   async refused(code, detail) {
-    const flight = this.inFlight;
+    const flights = this.inFlight;
     console.warn(`teamtrack: the server refused a frame: ${code} ${detail}`);
     this.drop(1000);
+    this.window = 1;
     if (code === "rate_limited") {
       const wait = Math.min(RATE_LIMITED_WAIT_MS * 2 ** this.rateLimited, RATE_LIMITED_WAIT_CAP_MS);
       this.rateLimited += 1;
       this.replaceSocket(wait);
       return;
     }
-    if (!flight) {
+    if (!flights.length) {
       // Nothing of ours to drop (the error cannot be about a frame in flight): reconnect with the
       // ordinary backoff, so that a server refusing everything is not asked again and again.
       this.replaceSocket(backoffDelay(this.attempt++, this.backoff));
       return;
     }
+    if (flights.length > 1) {
+      this.replaceSocket(0);
+      return;
+    }
+    const flight = flights[0];
     const named = NAMED_POSITION.exec(detail);
     const index = named ? Number(named[1]) : -1;
     const dropped = index >= 0 && index < flight.positions.length
