@@ -208,6 +208,10 @@ class WorkerConsumer(RelaySocketConsumer):
     async def authenticate(self, token: str):
         if self.auth_timer is not None:
             self.auth_timer.cancel()
+        async with limits.login_gate():  # a login storm waits here, in little memory
+            await self.log_in(token)
+
+    async def log_in(self, token: str):
         worker = await database_sync_to_async(selectors.worker_get_by_token)(token=token)
         if worker is None:
             # A good token gets in from anywhere (carriers' NAT puts many phones behind one

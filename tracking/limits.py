@@ -1,5 +1,5 @@
 """Abuse limits of devices: failed logins per client address, logins per worker, and each
-worker's frames (or HTTP uploads) per second.
+worker's frames (or HTTP uploads) per second; and how many socket logins a replica runs at once.
 
 With several replicas (a Redis-backed relay), the counts that a client could otherwise multiply
 by the number of replicas are kept in Redis, one round trip where they are counted:
@@ -14,9 +14,11 @@ with an empty budget there.
 If Redis cannot be reached, each replica falls back to its own counts. Every table is bounded.
 """
 
+import asyncio
 import ipaddress
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -30,6 +32,11 @@ WINDOW = 60.0  # seconds over which logins and failed logins are counted
 # Frames a login brings to a replica other than the worker's previous one (see worker_login).
 MOVED_LOGIN_FRAMES = 1
 MAX_KEYS = 10_000  # addresses or workers a local count remembers; the longest quiet go first
+# Socket logins a replica runs at once; the others wait their turn at the gate. 10,000 sockets
+# logging in together otherwise hold 10,000 logins half done (the database hop, Redis round
+# trips), and the heap they leave behind fragmented kept about 6 KB per socket after the storm
+# (docs/performance.md). The database takes one login at a time anyway (one thread).
+LOGINS_AT_ONCE = 32
 
 
 class FrameRateLimit:
@@ -281,6 +288,18 @@ class RedisLimits(LocalLimits):
 
 
 _limits: LocalLimits | None = None
+
+
+_login_gates: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop -> gate
+
+
+def login_gate() -> asyncio.Semaphore:
+    """Return the running event loop's gate of socket logins (LOGINS_AT_ONCE at a time)."""
+    loop = asyncio.get_running_loop()
+    gate = _login_gates.get(loop)
+    if gate is None:
+        gate = _login_gates[loop] = asyncio.Semaphore(LOGINS_AT_ONCE)
+    return gate
 
 
 def get_limits() -> LocalLimits:

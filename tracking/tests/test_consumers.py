@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 from teams import services
 from teams.models import Worker
 from teamtrack import control
-from tracking import protocol
+from tracking import consumers, limits, protocol
 from tracking.relay import get_relay
 
 pytestmark = [
@@ -129,6 +129,35 @@ async def test_a_late_revocation_leaves_the_socket_of_the_new_token_open(world, 
     await get_relay().dispatch({"type": control.WORKER_REVOKED, "worker_id": world.a1.id})
     await new.send(position(seq=1))
     assert (await new.receive_type("ack"))["seq"] == 1
+
+
+async def test_a_login_storm_is_let_in_a_few_logins_at_a_time(world, open_worker, monkeypatch):
+    """Sockets that log in together wait at the replica's login gate rather than each hold a
+    login half done (tracking.limits.LOGINS_AT_ONCE); every one of them gets in."""
+    monkeypatch.setattr(limits, "LOGINS_AT_ONCE", 3)
+    in_progress = most = 0
+    log_in = consumers.WorkerConsumer.log_in
+
+    async def counted(self, token):
+        nonlocal in_progress, most
+        in_progress += 1
+        most = max(most, in_progress)
+        try:
+            await log_in(self, token)
+        finally:
+            in_progress -= 1
+
+    monkeypatch.setattr(consumers.WorkerConsumer, "log_in", counted)
+    created = [
+        await sync_to_async(services.worker_create)(team=world.alpha, name=f"Storm {i}")
+        for i in range(20)
+    ]
+    sockets = await asyncio.gather(*(open_worker(token) for _, token in created))
+    for socket in sockets:
+        await socket.send(position(seq=1))
+    for socket in sockets:
+        assert (await socket.receive_type("ack", timeout=5))["seq"] == 1
+    assert most == 3
 
 
 async def test_identity_comes_from_the_token_not_the_frame(world, open_worker, open_manager):
