@@ -13,13 +13,19 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from teamtrack.proxies import TrustedProxyHeaders  # noqa: E402
-from tracking.routing import http_urlpatterns, websocket_urlpatterns  # noqa: E402
+from tracking.routing import (  # noqa: E402
+    http_urlpatterns,
+    websocket_urlpatterns,
+    worker_sockets_first,
+)
 
 application = TrustedProxyHeaders(
-    ProtocolTypeRouter(
-        {
-            "http": URLRouter([*http_urlpatterns, re_path(r"", django_asgi_app)]),
-            "websocket": URLRouter(websocket_urlpatterns),
-        }
+    worker_sockets_first(
+        ProtocolTypeRouter(
+            {
+                "http": URLRouter([*http_urlpatterns, re_path(r"", django_asgi_app)]),
+                "websocket": URLRouter(websocket_urlpatterns),
+            }
+        )
     )
 )

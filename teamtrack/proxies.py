@@ -57,15 +57,20 @@ def forwarded_client(forwarded_for: str) -> str | None:
 
 
 class TrustedProxyHeaders:
-    """ASGI middleware: set scope["client"] and scope["scheme"] from a trusted proxy's headers."""
+    """ASGI middleware: set scope["client"] and scope["scheme"] from a trusted proxy's headers.
+
+    It returns the wrapped application's coroutine rather than awaiting it in one of its own,
+    which would stay alive beside every idle socket (tracking.routing.worker_sockets_first)."""
+
+    _asgi_single_callable = True  # an ASGI 3 application, though __call__ is not async
 
     def __init__(self, app):
         self.app = app
 
-    async def __call__(self, scope, receive, send):
+    def __call__(self, scope, receive, send):
         if scope["type"] in ("http", "websocket"):
             scope = self._resolve(scope)
-        return await self.app(scope, receive, send)
+        return self.app(scope, receive, send)
 
     def _resolve(self, scope: dict) -> dict:
         client = scope.get("client") or ("", 0)

@@ -74,27 +74,14 @@ class RelaySocketConsumer(AsyncWebsocketConsumer):
             await super().websocket_receive(message)
 
     async def __call__(self, scope, receive, send):
-        try:
-            await self.serve(scope, receive, send)
-        except LAYER_ERRORS as error:
-            logger.warning("Closing a socket, the channel layer is unreachable: %r", error)
-            if not self.accepted:
-                await send({"type": "websocket.accept"})
-            await send({"type": "websocket.close", "code": protocol.CLOSE_TRY_AGAIN})
-            if self.accepted:
-                await self.disconnect(protocol.CLOSE_TRY_AGAIN)
-        finally:
-            if self.accepted:
-                metrics.OPEN_SOCKETS.labels(self.kind).dec()
-
-    async def serve(self, scope, receive, send):
         """Take the client's frames in a plain loop, with no channel layer of the socket's own.
 
         Channels' loop costs, per frame, a task, an asyncio.wait and a thread hop (it closes
         stale database connections before every handler): about as much CPU again as daphne
         spends receiving the frame. Our sockets need none of it: they read the database only at
         connect (through database_sync_to_async, which does that closing itself), and the
-        replica's relay, which has the one channel, calls them directly.
+        replica's relay, which has the one channel, calls them directly. One coroutine for the
+        socket's life: each further one that awaited it would stay alive beside it.
         """
         self.scope = scope
         self.channel_layer = None
@@ -105,6 +92,16 @@ class RelaySocketConsumer(AsyncWebsocketConsumer):
                 await getattr(self, get_handler_name(message))(message)
         except StopConsumer:
             pass
+        except LAYER_ERRORS as error:
+            logger.warning("Closing a socket, the channel layer is unreachable: %r", error)
+            if not self.accepted:
+                await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": protocol.CLOSE_TRY_AGAIN})
+            if self.accepted:
+                await self.disconnect(protocol.CLOSE_TRY_AGAIN)
+        finally:
+            if self.accepted:
+                metrics.OPEN_SOCKETS.labels(self.kind).dec()
 
 
 class LoggedInWorker(NamedTuple):
