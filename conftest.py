@@ -25,6 +25,14 @@ def offline_at_once(settings):
 
 
 @pytest.fixture(autouse=True)
+def acks_a_second_apart(settings):
+    # Most tests wait a second or two for the acks after a socket's first; the tests of the ack
+    # interval (ACK_INTERVAL_SECONDS, 3 s by default) set it themselves, and the benchmark's and
+    # the browser's tests run the default.
+    settings.TEAMTRACK_ACK_INTERVAL = 1.0
+
+
+@pytest.fixture(autouse=True)
 def fresh_relay_and_layer():
     """Give each test its own relay and in-memory layer (they bind to one event loop), and
     forget the abuse limits (every test client comes from the same address)."""

@@ -266,8 +266,10 @@ TEAMTRACK_PRESENCE_TTL = env.float("PRESENCE_TTL_SECONDS", default=15.0)
 # How long the relay gathers a team's positions before sending them to its managers.
 TEAMTRACK_FLUSH_WINDOW = env.int("FLUSH_WINDOW_MS", default=100) / 1000
 # A device socket acknowledges at most once per ACK_INTERVAL_SECONDS, cumulatively
-# (docs/protocol.md): below a device's ack timeout (the tracking page's is 20 s).
-TEAMTRACK_ACK_INTERVAL = env.float("ACK_INTERVAL_SECONDS", default=1.0)
+# (docs/protocol.md): below a device's ack timeout (the tracking page's is 20 s). 3 s: a device
+# reporting every second gets an ack for every third frame, and acks cost next to nothing
+# (docs/performance.md); the benchmark counts a position unacknowledged after 5 s as an error.
+TEAMTRACK_ACK_INTERVAL = env.float("ACK_INTERVAL_SECONDS", default=3.0)
 if not 0 <= TEAMTRACK_ACK_INTERVAL <= 10:
     raise ImproperlyConfigured("ACK_INTERVAL_SECONDS must be from 0 to 10.")
 # A worker's frames (its one live socket) or HTTP uploads, across the replicas: frames a second (on

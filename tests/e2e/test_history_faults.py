@@ -25,7 +25,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 DEVICES = 30
 INTERVAL = 0.25  # s between a device's positions: 120 positions a second in all
 RESEND_AFTER = 1.0  # s a device waits for an ack before it sends its queue again
-ACK_INTERVAL = 1.0  # s, the server's default ACK_INTERVAL_SECONDS: acks come at most this often
+# s, the cluster's ACK_INTERVAL_SECONDS (the default is 3 s): acks come at most this often. Short,
+# so that the faults below (3-4 s) can be short and still leave a window in which no ack may come.
+ACK_INTERVAL = 1.0
 # s without an ack, positions waiting, before a device takes its socket for dead and reconnects
 # (docs/protocol.md says 20 s; shorter here to keep the test short). A frame the history refused
 # (HISTORY_MAX_PENDING) holds back the socket's acks for good: only a new socket resumes them.
@@ -118,6 +120,7 @@ def test_acks_wait_for_the_database_and_nothing_acknowledged_is_lost(private_pos
         "REDIS_PREFIX": f"e2e-history-{time.time_ns()}",
         "PRESENCE_TTL_SECONDS": "5",
         "HISTORY_MAX_PENDING": "600",
+        "ACK_INTERVAL_SECONDS": str(ACK_INTERVAL),
     }
     cluster = LocalCluster(
         replicas=1, layer="redis", workdir=tmp_path, env=env, database_url=private_postgres.url
