@@ -57,11 +57,11 @@ def channels_loop(consumer, scope, receive, send):
 
 
 class StockWorkerConsumer(WorkerConsumer):
-    serve = channels_loop
+    __call__ = channels_loop
 
 
 class StockTeamConsumer(TeamConsumer):
-    serve = channels_loop
+    __call__ = channels_loop
 
     async def connect(self):
         await super().connect()

@@ -560,6 +560,8 @@ def test_limits_hold_across_replicas(tmp_path):
         "WORKER_LOGINS_PER_MINUTE": "6",
         "WORKER_FRAMES_PER_SECOND": "0.2",
         "WORKER_FRAME_BURST": "3",
+        # Each safe frame acknowledged at once: `acked` counts the acks until 1.5 s of silence.
+        "ACK_INTERVAL_SECONDS": "0",
     }
     cluster = LocalCluster(replicas=2, workdir=tmp_path, env=env)
     cluster.start()
