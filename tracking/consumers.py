@@ -205,8 +205,21 @@ class WorkerConsumer(RelaySocketConsumer):
     async def authenticate(self, token: str):
         if self.auth_timer is not None:
             self.auth_timer.cancel()
-        async with limits.login_gate():  # a login storm waits here, in little memory
+        gate = limits.login_gate()  # a login storm waits here, in little memory
+        try:
+            async with asyncio.timeout(limits.LOGIN_WAIT_SECONDS):
+                await gate.acquire()
+        except TimeoutError:
+            await self.close(code=protocol.CLOSE_TRY_AGAIN)
+            return
+        try:
             await self.log_in(token)
+        except DatabaseError as error:
+            # The token cannot be checked now (the database is down): not the device's fault.
+            logger.warning("Refusing a device login for now, the database failed: %r", error)
+            await self.close(code=protocol.CLOSE_TRY_AGAIN)
+        finally:
+            gate.release()
 
     async def log_in(self, token: str):
         worker = await database_sync_to_async(selectors.worker_get_by_token)(token=token)

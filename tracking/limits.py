@@ -37,6 +37,10 @@ MAX_KEYS = 10_000  # addresses or workers a local count remembers; the longest q
 # trips), and the heap they leave behind fragmented kept about 6 KB per socket after the storm
 # (docs/performance.md). The database takes one login at a time anyway (one thread).
 LOGINS_AT_ONCE = 32
+# Seconds a login may wait at the gate before its socket is closed with 4503 (try again later):
+# well under a device's 20 s without an answer, so that no login is run for a device that has
+# given up on its socket already (and would take the place of its next socket).
+LOGIN_WAIT_SECONDS = 10.0
 
 
 class FrameRateLimit:

@@ -13,7 +13,7 @@ from django.conf import settings
 
 # Close codes. 4000-4999 are free for applications; daphne (autobahn) sends no other code but
 # 1000, so even "try again later" (1013 in RFC 6455's registry) has one of ours.
-CLOSE_TRY_AGAIN = 4503  # the relay (channel layer or Redis) cannot be reached right now
+CLOSE_TRY_AGAIN = 4503  # relay or database unreachable, or logins backed up: try again later
 CLOSE_UNAUTHENTICATED = 4401  # no, unknown, revoked or rotated device token; not logged in
 CLOSE_FORBIDDEN = 4403  # logged in, but not a manager of that team
 CLOSE_NOT_FOUND = 4404  # no such team, or no such socket path

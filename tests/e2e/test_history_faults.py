@@ -164,6 +164,16 @@ def test_acks_wait_for_the_database_and_nothing_acknowledged_is_lost(private_pos
 
             # The database stopped, then crashed, each for 4 s under the same load.
             for mode in ("fast", "immediate"):
+                # Every device live again first: a socket whose frame the history refused gets no
+                # more acks, and its device reconnects after ACK_TIMEOUT; a login needs the
+                # database (4503 while it is down), so it must not land in the outage.
+                await wait_until(
+                    lambda: all(
+                        d.acks_between(time.monotonic() - 2, time.monotonic()) for d in devices
+                    ),
+                    20,
+                    f"not every device acknowledged again before the {mode} stop",
+                )
                 private_postgres.stop(mode)
                 stopped = time.monotonic()
                 await asyncio.sleep(ACK_INTERVAL + 0.3)

@@ -7,10 +7,11 @@ import time
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import OperationalError
 from django.test import Client
 from prometheus_client import REGISTRY
 
-from teams import services
+from teams import selectors, services
 from teams.models import Worker
 from teamtrack import control
 from tracking import consumers, limits, protocol
@@ -158,6 +159,42 @@ async def test_a_login_storm_is_let_in_a_few_logins_at_a_time(world, open_worker
     for socket in sockets:
         assert (await socket.receive_type("ack", timeout=5))["seq"] == 1
     assert most == 3
+
+
+async def test_a_login_that_waits_too_long_at_the_gate_is_told_to_try_again(
+    world, open_worker, monkeypatch
+):
+    """A login that cannot start within LOGIN_WAIT_SECONDS is closed 4503 rather than run for a
+    device that may have given up on its socket; once the gate is free, logins go through."""
+    monkeypatch.setattr(limits, "LOGINS_AT_ONCE", 1)
+    monkeypatch.setattr(limits, "LOGIN_WAIT_SECONDS", 0.3)
+    gate = limits.login_gate()
+    await gate.acquire()  # a login that does not finish
+    waiting = await open_worker(world.tokens[world.a1.id])
+    assert await waiting.closed_with(timeout=3) == protocol.CLOSE_TRY_AGAIN
+    gate.release()
+    worker = await open_worker(world.tokens[world.a2.id])
+    await worker.send(position(seq=1))
+    assert (await worker.receive_type("ack", timeout=5))["seq"] == 1
+
+
+async def test_a_login_while_the_database_is_down_is_told_to_try_again(
+    world, open_worker, monkeypatch
+):
+    """A token that cannot be checked (the database is down) closes the socket 4503, not 1011
+    with a traceback; once the database answers again the device gets in."""
+    lookup = selectors.worker_get_by_token
+
+    def database_down(*, token):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(selectors, "worker_get_by_token", database_down)
+    refused = await open_worker(world.tokens[world.a1.id])
+    assert await refused.closed_with() == protocol.CLOSE_TRY_AGAIN
+    monkeypatch.setattr(selectors, "worker_get_by_token", lookup)
+    worker = await open_worker(world.tokens[world.a1.id])
+    await worker.send(position(seq=1))
+    assert (await worker.receive_type("ack", timeout=5))["seq"] == 1
 
 
 async def test_identity_comes_from_the_token_not_the_frame(world, open_worker, open_manager):
