@@ -1,4 +1,4 @@
-# One TeamTrack replica: daphne serving HTTP and WebSockets. compose.yaml runs several.
+# One TeamTrack replica: daphne serving HTTP and WebSockets, on uvloop (teamtrack/serve.py). compose.yaml runs several.
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
@@ -15,7 +15,7 @@ RUN DEBUG=false SECRET_KEY="$(python -c 'import secrets; print(secrets.token_url
 
 USER nobody
 EXPOSE 8000
-CMD ["daphne", "-b", "0.0.0.0", "-p", "8000", \
+CMD ["python", "-m", "teamtrack.serve", "-b", "0.0.0.0", "-p", "8000", \
      "--websocket-max-message-size", "524288", "--websocket-max-frame-size", "524288", \
      "--access-log", "/dev/null", \
      "teamtrack.asgi:application"]

@@ -138,7 +138,7 @@ class LocalCluster:
         process = self._spawn(
             f"replica-{index}",
             [
-                sys.executable, "-m", "daphne",
+                sys.executable, "-m", "teamtrack.serve",  # daphne, on uvloop
                 "-b", "127.0.0.1", "-p", str(port),
                 "--websocket-max-message-size", str(DAPHNE_MAX_MESSAGE_BYTES),
                 "--websocket-max-frame-size", str(DAPHNE_MAX_MESSAGE_BYTES),

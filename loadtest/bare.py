@@ -1,8 +1,8 @@
 """The bare floor of the benchmark: an ASGI app that accepts every socket and drops its frames.
 
-daphne runs it in place of TeamTrack (`daphne loadtest.bare:application`), behind the same
-nginx, so that `python -m loadtest.bench` can set each relay's CPU and sustained rate beside what
-receiving a frame costs at all. GET /frames answers how many frames this process received.
+daphne runs it in place of TeamTrack (`python -m teamtrack.serve loadtest.bare:application`,
+daphne on uvloop as every replica), behind the same nginx, so that `python -m loadtest.bench` can
+set each relay's CPU and sustained rate beside what receiving a frame costs at all. GET /frames answers how many frames this process received.
 """
 
 frames_received = 0

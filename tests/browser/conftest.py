@@ -140,7 +140,7 @@ class TeamTrack(Server):
 
     def serve(self) -> None:
         """Start daphne (again, after stop(): same port, same database)."""
-        self.start(sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+        self.start(sys.executable, "-m", "teamtrack.serve", "-b", "127.0.0.1", "-p", str(self.port),
                    "teamtrack.asgi:application")  # fmt: skip
 
 

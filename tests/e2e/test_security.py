@@ -658,7 +658,7 @@ def test_daphne_is_recent_and_every_production_start_sets_its_size_limits(monkey
     dockerfile = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
     (cmd,) = [line for line in dockerfile.splitlines() if line.startswith("CMD ")]
     command = json.loads(cmd.removeprefix("CMD "))
-    assert command[0] == "daphne"
+    assert command[:3] == ["python", "-m", "teamtrack.serve"]  # daphne, on uvloop
     check_size_flags(command)
     # daphne's --proxy-headers believes X-Forwarded-For from anyone (teamtrack.proxies does not).
     assert "--proxy-headers" not in command
@@ -668,7 +668,7 @@ def test_daphne_is_recent_and_every_production_start_sets_its_size_limits(monkey
     assert "build: ." in services["web"] and "nginx" in services
     for name, block in services.items():
         override = re.search(r"^    (command|entrypoint):(.*(?:\n      .*)*)", block, re.M)
-        if override and "daphne" in override.group(2):
+        if override and ("daphne" in override.group(2) or "teamtrack.serve" in override.group(2)):
             check_size_flags(re.findall(r"[\w./:-]+", override.group(2)))
         assert name != "web" or override is None, "web must run the image's daphne command"
 
@@ -678,7 +678,7 @@ def test_daphne_is_recent_and_every_production_start_sets_its_size_limits(monkey
     monkeypatch.setattr(LocalCluster, "_spawn", lambda self, name, command: started.append(command))
     LocalCluster(replicas=1, workdir=tmp_path).start_replica(0)
     (command,) = started
-    assert command[1:3] == ["-m", "daphne"]
+    assert command[1:3] == ["-m", "teamtrack.serve"]
     check_size_flags(command)
     assert "--proxy-headers" not in command
 

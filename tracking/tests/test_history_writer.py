@@ -3,6 +3,7 @@ insert keeps them, in order; its memory is bounded by refusing (never dropping) 
 are stored once; the live feed never waits for the database."""
 
 import asyncio
+import sqlite3
 import threading
 
 import pytest
@@ -154,6 +155,32 @@ async def test_a_resend_is_stored_once(worker):
     assert device.acks == [101, 101, 102]
     assert await stored(worker) == [100.0, 101.0, 102.0]
     writer.stop()
+
+
+async def test_a_flush_larger_than_one_statement_stores_every_row_once(worker):
+    """SQLite inserts many rows a statement, as many as its parameter limit allows: with the
+    limit lowered to 2 rows a statement, 7 rows (a resend among them) still go in, once each."""
+
+    @sync_to_async
+    def insert_with_a_small_limit(rows):
+        from django.db import connection
+
+        if connection.vendor != "sqlite":
+            return insert_rows(rows)
+        connection.ensure_connection()
+        raw = connection.connection
+        before = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+        raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 25)
+        try:
+            insert_rows(rows)
+        finally:
+            raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, before)
+
+    rows = [Row(worker.team_id, worker.pk, position(ts)) for ts in (100.0, 101.0, 102.0)]
+    await insert_with_a_small_limit(rows)
+    more = [Row(worker.team_id, worker.pk, position(ts)) for ts in (102.0, 103.0, 104.0, 105.0)]
+    await insert_with_a_small_limit(more)
+    assert await stored(worker) == [100.0, 101.0, 102.0, 103.0, 104.0, 105.0]
 
 
 async def test_positions_of_a_worker_deleted_meanwhile_do_not_block_the_others(worker):
