@@ -633,7 +633,7 @@ def parse_args(argv=None):
         help="comma-separated, of " + ", ".join(MODES),
     )
     parser.add_argument(
-        "--steps", help="device counts, comma-separated (default 100,250,500,1000,…,8000)"
+        "--steps", help="device counts, comma-separated (default 100,250,500,1000,…,12000)"
     )
     parser.add_argument("--seconds", type=float, default=60, help="measured seconds per step")
     parser.add_argument("--warmup", type=float, default=10)
@@ -656,7 +656,10 @@ def parse_args(argv=None):
         args.fanout_workers, args.fanout_managers = 200, 10
         args.steps = args.steps or "100,300"
     args.steps = [
-        int(n) for n in (args.steps or "100,250,500,1000,2000,3000,4000,5000,6000,8000").split(",")
+        int(n)
+        for n in (args.steps or "100,250,500,1000,2000,3000,4000,5000,6000,8000,10000,12000").split(
+            ","
+        )
     ]
     args.modes = [m for m in args.modes.split(",") if m]
     unknown = set(args.modes) - set(MODES)

@@ -15,6 +15,7 @@ positions. Counters and the latency histograms are per collect, never per positi
 """
 
 import asyncio
+import gc
 import json
 import math
 import random
@@ -449,6 +450,10 @@ def main(
 ) -> None:
     """Entry point of a generator process."""
     raise_open_file_limit()
+    # As the replicas do (teamtrack/serve.py): a full collection over thousands of sockets
+    # stopped a generator for 125-190 ms, which its managers measured as latency.
+    gc.set_threshold(10_000, *gc.get_threshold()[1:])
+    gc.freeze()
     generator = Generator(
         devices=devices, period=period, seed=seed, window=window, acks=acks, reconnect=reconnect
     )
