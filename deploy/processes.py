@@ -5,6 +5,7 @@ Nothing here knows TeamTrack: deploy.cluster (nginx and daphne), deploy.tansu (t
 and the tests' own servers all use it, and it imports none of them.
 """
 
+import random
 import resource
 import signal
 import socket
@@ -36,10 +37,29 @@ def manage(env: dict[str, str], *args: str, timeout: float = 120) -> str:
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now (the OS picks it)."""
-    with socket.socket() as probe:
+    """A TCP port on 127.0.0.1 that nothing uses now, below the range the kernel gives outgoing
+    connections: a port from that range (the OS's own pick) can be taken by a client's
+    connection before the server binds it, which killed a benchmark run with tens of thousands
+    of sockets open ("bind() ... Address already in use")."""
+    lowest_ephemeral = _lowest_ephemeral_port()
+    for _ in range(100):
+        port = random.randrange(max(1024, lowest_ephemeral - 12_000), lowest_ephemeral)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as probe:  # crowded: let the OS pick
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def _lowest_ephemeral_port() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
 
 
 def wait_for(url: str, process: subprocess.Popen, timeout: float = 30) -> None:

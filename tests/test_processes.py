@@ -1,8 +1,10 @@
 """deploy/processes.py: stopping what we started, and waiting for what must answer."""
 
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -37,3 +39,13 @@ def test_wait_for_says_so_when_the_process_exits_before_answering():
     process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
     with pytest.raises(RuntimeError, match="exited with 3"):
         wait_for(f"http://127.0.0.1:{free_port()}/healthz", process, timeout=10)
+
+
+def test_a_free_port_is_below_the_ports_outgoing_connections_take_and_nothing_holds_it():
+    lowest_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {free_port() for _ in range(20)}
+    assert all(1024 <= port < lowest_ephemeral for port in ports), ports
+    assert len(ports) > 1  # picked at random, not one fixed port
+    for port in ports:
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", port))
