@@ -8,6 +8,7 @@ import threading
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.db import connection
 
 from teams.models import Team, Worker
 from tracking import metrics
@@ -157,14 +158,12 @@ async def test_a_resend_is_stored_once(worker):
     writer.stop()
 
 
-async def test_a_flush_larger_than_one_statement_stores_every_row_once(worker):
+async def test_an_insert_larger_than_one_statement_stores_every_row_once(worker):
     """SQLite inserts many rows a statement, as many as its parameter limit allows: with the
     limit lowered to 2 rows a statement, 7 rows (a resend among them) still go in, once each."""
 
     @sync_to_async
     def insert_with_a_small_limit(rows):
-        from django.db import connection
-
         if connection.vendor != "sqlite":
             return insert_rows(rows)
         connection.ensure_connection()
