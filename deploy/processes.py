@@ -42,8 +42,9 @@ def free_port() -> int:
     connection before the server binds it, which killed a benchmark run with tens of thousands
     of sockets open ("bind() ... Address already in use")."""
     lowest_ephemeral = _lowest_ephemeral_port()
-    for _ in range(100):
-        port = random.randrange(max(1024, lowest_ephemeral - 12_000), lowest_ephemeral)
+    lowest = max(1024, lowest_ephemeral - 12_000)
+    for _ in range(100 if lowest < lowest_ephemeral else 0):  # none below a range from 1024
+        port = random.randrange(lowest, lowest_ephemeral)
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port))

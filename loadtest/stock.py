@@ -1,6 +1,6 @@
 """The stock Channels pattern, the benchmark's baseline: an ASGI application of its own.
 
-    daphne loadtest.stock:application
+    python -m teamtrack.serve loadtest.stock:application   (daphne, as every replica runs)
 
 This is how a Channels tutorial relays positions: the device socket runs Channels' own dispatch
 loop and sends every position to the team's group as its own message, and every manager socket

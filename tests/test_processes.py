@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from deploy import processes
 from deploy.processes import free_port, terminate, wait_for
 
 pytestmark = pytest.mark.timeout(30)
@@ -49,3 +50,10 @@ def test_a_free_port_is_below_the_ports_outgoing_connections_take_and_nothing_ho
     for port in ports:
         with socket.socket() as listener:
             listener.bind(("127.0.0.1", port))
+
+
+def test_with_no_port_below_the_outgoing_range_the_os_picks_one(monkeypatch):
+    monkeypatch.setattr(processes, "_lowest_ephemeral_port", lambda: 1024)
+    port = free_port()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", port))

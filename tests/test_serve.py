@@ -16,6 +16,7 @@ try:
 except SystemExit:
     pass
 from twisted.internet import reactor
+assert gc.get_freeze_count() == 0, "frozen before the server loaded the application"
 reactor.callWhenRunning(reactor.stop)
 reactor.run(installSignalHandlers=False)
 print(type(sys.modules["daphne.server"].twisted_loop).__module__)

@@ -25,3 +25,7 @@ class WallClock:
 
     async def sleep_until(self, moment: float) -> None:
         await asyncio.sleep(max(0.0, moment - time.time()))
+        if (left := moment - time.time()) > 0:
+            # uvloop keeps whole milliseconds and wakes up to 1.5 ms early: a tick that woke
+            # before its window's boundary would count as the window before it.
+            await asyncio.sleep(left + 0.002)

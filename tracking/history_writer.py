@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 # Rows per INSERT statement where the database's own bulk insert is used (not PostgreSQL, not
 # SQLite): some take at most 65,535 parameters in one (10 a row).
 INSERT_BATCH = 5_000
+# Rows in one SQLite INSERT at most (_insert_sqlite).
+SQLITE_ROWS = 512
 # Where in the flush window the writer inserts (a fraction of the window after the tick).
 PHASE = 0.75
 
@@ -243,21 +245,27 @@ def _insert(rows: list[Row]) -> None:
 
 
 def _insert_sqlite(table: str, columns: str, values: list[tuple]) -> None:
-    """As few INSERT OR IGNOREs as SQLite's limit on parameters allows, each of many rows. Not
-    executemany: it gives the GIL up and takes it back for every row, and with the event loop
-    busy each row then cost 27-38 µs of CPU, against 3-9 for a statement of many rows (measured
-    with a thread spinning beside the writer, 100 and 1,000 rows a transaction)."""
+    """Multi-row INSERT OR IGNOREs, not executemany: that gives the GIL up and takes it back for
+    every row, and with the event loop busy each row then cost 27-38 µs of CPU, against 3-9 for
+    a statement of many rows (measured with a thread spinning beside the writer, 100 and 1,000
+    rows a transaction). Statements hold a power of two of rows, at most SQLITE_ROWS and what
+    SQLite's parameter limit allows: sqlite3 keeps each distinct statement it compiled (128 a
+    connection, about 1 KB a row each), and a size per flush would keep a statement per size."""
     limit = connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    per_statement = max(1, limit // len(COLUMNS))
+    size = 1 << (min(SQLITE_ROWS, max(1, limit // len(COLUMNS))).bit_length() - 1)
     row_marks = "(" + ", ".join(["%s"] * len(COLUMNS)) + ")"
+    start = 0
     with connection.cursor() as cursor:
-        for start in range(0, len(values), per_statement):
-            chunk = values[start : start + per_statement]
+        while start < len(values):
+            while size > len(values) - start:
+                size //= 2
+            chunk = values[start : start + size]
             cursor.execute(
                 f"INSERT OR IGNORE INTO {table} ({columns}) VALUES "
-                + ", ".join([row_marks] * len(chunk)),
+                + ", ".join([row_marks] * size),
                 [value for row in chunk for value in row],
             )
+            start += size
 
 
 def _copy_then_insert(table: str, columns: str, values: list[tuple]) -> None:

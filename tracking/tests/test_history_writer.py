@@ -159,27 +159,39 @@ async def test_a_resend_is_stored_once(worker):
 
 
 async def test_an_insert_larger_than_one_statement_stores_every_row_once(worker):
-    """SQLite inserts many rows a statement, as many as its parameter limit allows: with the
-    limit lowered to 2 rows a statement, 7 rows (a resend among them) still go in, once each."""
+    """SQLite inserts many rows a statement, a power of two of them within its parameter limit
+    (so that few distinct statements are ever compiled and cached): with the limit lowered to 2
+    rows a statement, 7 rows (a resend among them) still go in, once each."""
+    statement_rows = []
+
+    def count_rows(execute, sql, params, many, context):
+        if sql.startswith("INSERT OR IGNORE"):
+            statement_rows.append(len(params) // 10)
+        return execute(sql, params, many, context)
 
     @sync_to_async
-    def insert_with_a_small_limit(rows):
+    def insert(rows, limit=None):
         if connection.vendor != "sqlite":
             return insert_rows(rows)
         connection.ensure_connection()
         raw = connection.connection
         before = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 25)
+        raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit or before)
         try:
-            insert_rows(rows)
+            with connection.execute_wrapper(count_rows):
+                insert_rows(rows)
         finally:
             raw.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, before)
 
     rows = [Row(worker.team_id, worker.pk, position(ts)) for ts in (100.0, 101.0, 102.0)]
-    await insert_with_a_small_limit(rows)
+    await insert(rows, limit=25)
     more = [Row(worker.team_id, worker.pk, position(ts)) for ts in (102.0, 103.0, 104.0, 105.0)]
-    await insert_with_a_small_limit(more)
+    await insert(more, limit=25)
     assert await stored(worker) == [100.0, 101.0, 102.0, 103.0, 104.0, 105.0]
+    seven = [Row(worker.team_id, worker.pk, position(200.0 + i)) for i in range(7)]
+    await insert(seven)
+    if connection.vendor == "sqlite":
+        assert statement_rows == [2, 1, 2, 2, 4, 2, 1]
 
 
 async def test_positions_of_a_worker_deleted_meanwhile_do_not_block_the_others(worker):
