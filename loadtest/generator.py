@@ -26,6 +26,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from deploy.processes import raise_open_file_limit
+from teamtrack.serve import GC_YOUNG_THRESHOLD
 
 SLOT_SECONDS = 0.02
 LATENCY_BINS = 10_001  # 1 ms bins; the last one holds everything from 10 s up
@@ -452,7 +453,7 @@ def main(
     raise_open_file_limit()
     # As the replicas do (teamtrack/serve.py): a full collection over thousands of sockets
     # stopped a generator for 125-190 ms, which its managers measured as latency.
-    gc.set_threshold(10_000, *gc.get_threshold()[1:])
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     gc.freeze()
     generator = Generator(
         devices=devices, period=period, seed=seed, window=window, acks=acks, reconnect=reconnect
