@@ -5,7 +5,10 @@
 (from the repository root, so that `tracking` imports; it needs no Django set-up.)
 
 Worker users walk Barcelona's street grid (tracking.simulator.StreetWalker) and send a position
-frame over /ws/worker/ (Bearer token in the handshake) every --update-delay seconds. Manager users
+frame over /ws/worker/ (Bearer token in the handshake) every --update-delay seconds. They are
+devices as docs/protocol.md asks: each frame has a `seq`, stays queued until an ack covers it
+(reported as an "ack" request timed from the frame's first send) and is sent again, oldest first,
+on the next socket; a frame with no ack for ACK_DEADLINE seconds fails and reconnects. Manager users
 log in through the login form, open /ws/teams/<slug>/ and report every position they receive as
 a "position latency" request whose response time is the receive time minus the position's ts.
 Error frames and sockets the server closes count as failures.
@@ -39,6 +42,8 @@ from tracking.simulator import StreetWalker
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WORKERS = 90  # provisioned when neither --field-workers nor -u says how many
+# Seconds a device waits for an ack before it takes its socket for dead (docs/protocol.md).
+ACK_DEADLINE = 20.0
 
 
 class ServerError(Exception):
@@ -204,6 +209,10 @@ class WorkerUser(SocketMixin, User):
         self.delay = self.environment.parsed_options.update_delay
         self.token = next(self.tokens)
         self.walker = StreetWalker(random.Random())
+        self.next_seq = 1  # kept with the queue, across sockets: a seq is never reused
+        # seq -> (frame, perf_counter of its first send), oldest first: frames not yet acked
+        self.queued: dict[int, tuple[str, float]] = {}
+        self.waiting_since = 0.0  # of the wait for the next ack, while frames are queued
 
     def wait_time(self):
         # Jitter, as in the simulator, keeps the fleet from reporting in lockstep.
@@ -211,21 +220,48 @@ class WorkerUser(SocketMixin, User):
 
     @task
     def send_position(self):
+        if self.queued and since(self.waiting_since) > ACK_DEADLINE * 1000:
+            report(self, "ack", 0, error=ServerError(f"no ack within {ACK_DEADLINE:.0f} s"))
+            self.disconnect()
         if not self.connected():
             # Devices are not browsers: no Origin header.
             header = [f"Authorization: Bearer {self.token}"]
             self.connect("/ws/worker/", header=header, suppress_origin=True)
+            self.waiting_since = time.perf_counter()
+            # What is still queued goes first, oldest first, with the seq it had.
+            for text, _ in list(self.queued.values()):
+                if not self.send(text, "resend"):
+                    return
             return
         self.walker.step(self.delay)
-        text = json.dumps({"type": "position", **self.walker.position(), "ts": time.time()})
+        seq, self.next_seq = self.next_seq, self.next_seq + 1
+        position = {"type": "position", **self.walker.position(), "ts": time.time(), "seq": seq}
+        text = json.dumps(position)
+        if not self.queued:
+            self.waiting_since = time.perf_counter()
+        self.queued[seq] = (text, time.perf_counter())
+        self.send(text, "position")
+
+    def send(self, text: str, name: str) -> bool:
+        if not self.connected():
+            return False
         start = time.perf_counter()
         try:
             self.socket.send(text)
         except (OSError, websocket.WebSocketException) as error:
-            report(self, "position", since(start), len(text), error=error)
+            report(self, name, since(start), len(text), error=error)
             self.disconnect()
+            return False
+        report(self, name, since(start), len(text))
+        return True
+
+    def on_frame(self, frame: dict, received: float, length: int) -> None:
+        if frame.get("type") != "ack":
             return
-        report(self, "position", since(start), len(text))
+        while self.queued and (seq := next(iter(self.queued))) <= frame["seq"]:
+            _, sent = self.queued.pop(seq)
+            report(self, "ack", since(sent), length)
+        self.waiting_since = time.perf_counter()
 
 
 class ManagerUser(SocketMixin, HttpUser):
