@@ -85,13 +85,13 @@ const settle = async () => {
 
 const at = (n) => ({ lat: 41.39, lng: 2.16 + n / 1000, ts: T0 / 1000 + n });
 
-async function setup({ online = true, ...options } = {}) {
+async function setup({ online = true, firstSeq = 100, ...options } = {}) {
   mock.restoreAll();
   mock.method(console, "warn", () => {});
   mock.method(console, "error", () => {});
   const clock = fakeClock();
   const WebSocketClass = fakeWebSocketClass();
-  const queue = await new PositionQueue(new MemoryStorage(), { now: () => 100 }).load();
+  const queue = await new PositionQueue(new MemoryStorage(), { now: () => firstSeq }).load();
   const statuses = [];
   const network = { online };
   const tracker = new Tracker({
@@ -151,12 +151,36 @@ describe("Tracker", () => {
     socket().serverOpens();
     await tracker.record(at(1));
     await settle();
+    socket().receive({ type: "ack", seq: 100 }); // the login is done: frames need no ack now
     for (const n of [2, 3, 4]) await tracker.record(at(n));
     await settle();
     assert.deepEqual(socket().batches(), [[100]]);
-    clock.advance(250); // no more than one frame per minFrameIntervalMs; no ack needed
+    clock.advance(250); // no more than one frame per minFrameIntervalMs
     await settle();
     assert.deepEqual(socket().batches(), [[100], [101, 102, 103]]);
+  });
+
+  it("sends one frame on a new socket until its first ack, then pipelines", async () => {
+    // Frames sent while the login is checked are read together when it is done, and a login that
+    // moved replicas has one frame's budget (docs/protocol.md, Rate limit).
+    const { tracker, socket, clock } = await setup();
+    tracker.start();
+    socket().serverOpens();
+    await tracker.record(at(1));
+    await settle();
+    for (const n of [2, 3]) {
+      clock.advance(1000);
+      await tracker.record(at(n));
+      await settle();
+    }
+    assert.deepEqual(socket().batches(), [[100]], "no second frame before the first ack");
+    socket().receive({ type: "ack", seq: 100 });
+    await settle();
+    assert.deepEqual(socket().batches(), [[100], [101, 102]], "what waited leaves at the ack");
+    clock.advance(250);
+    await tracker.record(at(4));
+    await settle();
+    assert.deepEqual(socket().batches(), [[100], [101, 102], [103]], "no wait for 101's ack");
   });
 
   it("waits between frames so as to stay under the server's rate limit", async () => {
@@ -636,11 +660,22 @@ describe("Tracker", () => {
 });
 
 describe("Tracker pipelining", () => {
-  /** An open tracker; `record(n)` queues at(n) and lets the tracker send it. */
+  /**
+   * An open tracker past its socket's first ack (a new socket sends one frame until then), with
+   * that frame (seq 99) left out of what the socket sent; `record(n)` queues at(n) and lets the
+   * tracker send it.
+   */
   async function live(options) {
-    const env = await setup(options);
+    const env = await setup({ firstSeq: 99, ...options });
     env.tracker.start();
     env.socket().serverOpens();
+    await env.tracker.record(at(0));
+    await settle();
+    env.socket().receive({ type: "ack", seq: 99 });
+    env.clock.advance(250);
+    await settle();
+    assert.deepEqual(env.socket().batches(), [[99]]);
+    env.socket().sent.length = 0;
     env.record = async (n) => {
       await env.tracker.record(at(n));
       await settle();

@@ -13,7 +13,8 @@
 // takes only positions above the last seq sent on it, so frames' seqs increase); a new socket gets
 // everything unacknowledged again. At most MAX_FRAMES_IN_FLIGHT frames and
 // MAX_POSITIONS_IN_FLIGHT positions wait for acks: a large backlog goes out two full batches per
-// ack, not as fast as the frame rate would allow.
+// ack, not as fast as the frame rate would allow. A new socket sends one frame until its first
+// ack, which is what says the login went through (docs/protocol.md, Rate limit).
 //
 // Acks are cumulative and per socket, and a socket that answered a frame with an error frame
 // never acknowledges anything past the frames it received before that one (docs/protocol.md,
@@ -128,7 +129,7 @@ export class Tracker {
     this.inFlight = [];
     this.sentThrough = -Infinity;
     this.lastAckAt = -Infinity;
-    // Frames allowed in flight: 1 after an error frame, until an ack (see refused()).
+    // Frames allowed in flight: 1 on a new socket and after an error frame, until an ack.
     this.window = MAX_FRAMES_IN_FLIGHT;
 
     /** @type {TrackerStatus} */
@@ -209,6 +210,9 @@ export class Tracker {
       // Browsers cannot set an Authorization header: the token goes in the first frame.
       ws.send(JSON.stringify({ type: "auth", token: this.token }));
       this.open = true;
+      // One frame until the first ack: frames sent while the login waits reach the server all
+      // at once when it is done, and a login that moved replicas has one frame's budget.
+      this.window = 1;
       this.report({ link: "live" });
       this.pump();
     };
