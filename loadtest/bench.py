@@ -655,9 +655,9 @@ def parse_args(argv=None):
     add_database_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
-        args.seconds, args.warmup, args.idle = 3, 1.5, 500
+        args.seconds, args.warmup, args.idle = 3, 1.5, 300
         args.fanout_workers, args.fanout_managers = 200, 10
-        args.steps = args.steps or "100,300"
+        args.steps = args.steps or "200"
     args.steps = [int(n) for n in (args.steps or DEFAULT_STEPS).split(",")]
     args.modes = [m for m in args.modes.split(",") if m]
     unknown = set(args.modes) - set(MODES)

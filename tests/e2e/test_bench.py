@@ -28,7 +28,7 @@ def test_quick_benchmark_measures_every_mode_side_by_side(tmp_path):
     assert result["modes"]["live-only"]["idle"] is None  # steps only: it prices the history
     for mode, data in result["modes"].items():
         if mode != "live-only":
-            assert data["idle"]["sockets"] == 500, mode
+            assert data["idle"]["sockets"] == 300, mode
             assert data["idle"]["kb_per_connection"] > 0, mode
         first = data["steps"][0]
         assert first["errors"] == 0, mode
