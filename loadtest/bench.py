@@ -15,7 +15,8 @@ it starts the cluster, then:
 - steps: raises the number of devices sending one position a second until a step is not
   sustained (p99 latency above 250 ms, a latest position missing, an error, or the generator
   or server falling behind), reporting rates, latency, delivery, and server CPU per position
-  (daphne, nginx, the broker and PostgreSQL, from /proc) and positions stored per second;
+  (daphne, its event loops apart, nginx, the broker and PostgreSQL, from /proc) and positions
+  stored per second;
 - fan-out (stock and batched): one team of many workers watched by many manager sockets.
 Devices send a `seq` with every position and count acks, as real devices do (--no-acks: none,
 in every mode); a position of a relaying mode not acknowledged within 5 s is an error. The load
@@ -39,7 +40,7 @@ import psycopg
 from deploy.cluster import LocalCluster, manage
 from loadtest.fleet import Generators, delivery, watch_entries
 from loadtest.generator import ms, percentile
-from loadtest.machine import children, process_cpu, process_rss
+from loadtest.machine import children, main_thread_cpu, process_cpu, process_rss
 from loadtest.runs import (
     PASSWORD,
     add_database_arguments,
@@ -97,6 +98,11 @@ class ServerProcesses:
             # PostgreSQL, the whole server (SQLite's work is inside daphne's figure)
             "database": postgres_cpu_seconds(self.postmaster) if self.postmaster else 0.0,
         }
+
+    def event_loop_cpu(self) -> float:
+        """The replicas' event loops: their share of "daphne" (the rest is the history writer's
+        thread, and the pool's that looks tokens up at connect)."""
+        return sum(map(main_thread_cpu, self.replicas))
 
     def replica_rss(self) -> int:
         return sum(map(process_rss, self.replicas))
@@ -229,6 +235,7 @@ class Bench:
         time.sleep(args.warmup)
         generators.collect()
         stored_before = stored_positions(self.world["database_url"])
+        loop_before = self.server.event_loop_cpu()
         cpu_before, started = self.server.cpu(), time.monotonic()
         for second in range(int(args.seconds)):
             time.sleep(1)
@@ -236,6 +243,7 @@ class Bench:
                 log(f"    {second + 1} s")
         time.sleep(args.seconds - int(args.seconds))
         cpu = cpu_delta(self.server.cpu(), cpu_before)
+        event_loop = self.server.event_loop_cpu() - loop_before
         stored = stored_positions(self.world["database_url"]) - stored_before
         generators.run(0)
         elapsed = time.monotonic() - started
@@ -261,6 +269,7 @@ class Bench:
         result["server_cpu_us_per_position"]["total"] = round(
             sum(cpu.values()) * 1e6 / max(sent, 1)
         )
+        result["event_loop_us_per_position"] = round(event_loop * 1e6 / max(sent, 1))
         kept_up = sent >= SENT_SHARE * devices * elapsed and result["errors"] == 0
         if self.delivers:
             active = {worker_id for worker_id, _ in self.world["devices"][:devices]}
@@ -462,6 +471,17 @@ def ratios(modes: dict) -> list[str]:
                 f"Server CPU per position at {devices} devices, batched / bare: "
                 f"{cpu[0]['total']} / {cpu[1]['total']} µs = {cpu[0]['total'] / cpu[1]['total']:.2f}"
             )
+            steps = [
+                next(s for s in m["steps"] if s["devices"] == devices) for m in (batched, bare)
+            ]
+            loops = [step.get("event_loop_us_per_position") for step in steps]
+            if None not in loops:
+                lines.append(
+                    f"Where, at {devices} devices: the replicas' event loops {loops[0]} / "
+                    f"{loops[1]} µs; their other threads (the history's) {cpu[0]['daphne'] - loops[0]}"
+                    f" / {cpu[1]['daphne'] - loops[1]}; nginx {cpu[0]['nginx']} / {cpu[1]['nginx']};"
+                    f" Redis {cpu[0]['broker']} / {cpu[1]['broker']}"
+                )
     live_only = modes.get("live-only")
     if batched and live_only:
         lines += history_cost(batched, live_only)
@@ -556,7 +576,9 @@ def markdown(result: dict) -> str:
         "",
         "Server CPU counts every daphne replica, nginx, the broker (Redis, and the Kafka "
         "broker on Kafka) and the database server (PostgreSQL; SQLite works inside daphne), "
-        f"from /proc, per position sent. Database: {result.get('database', 'sqlite')}; "
+        f"from /proc, per position sent; event loops: the replicas' main threads, part of "
+        "daphne's figure (the rest is the history writer's thread). "
+        f"Database: {result.get('database', 'sqlite')}; "
         "stored/s: positions the history writers committed per second. Sustained: no errors, at least 98% of "
         f"the offered rate sent, p99 at most {P99_LIMIT_MS} ms and every worker's latest "
         "position at every manager of its team (bare: every frame received, backlog drained "
@@ -576,9 +598,10 @@ def markdown(result: dict) -> str:
     lines += [f"- {line}" for line in result["ratios"]]
     lines += ["", "## Steps", "",
               "| mode | devices | sent/s | delivered/s | p50 ms | p95 ms | p99 ms | latest % | "
-              "errors | server µs/position (daphne+nginx+redis+kafka+database) | server cores | "
+              "errors | server µs/position (daphne+nginx+redis+kafka+database) | event loops µs | "
+              "server cores | "
               "generator cores | stored/s | acked/s | acks/s | ack p99 ms | KB/conn | sustained |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for mode, data in result["modes"].items():
         for s in data["steps"]:
             latency = s.get("latency_ms", {})
@@ -591,7 +614,9 @@ def markdown(result: dict) -> str:
                 f"{ms(latency['p99']) if latency else 'drain ' + str(s['drain_ms'])} | "
                 f"{s.get('latest_delivered_pct', '–')} | {s['errors']} | "
                 f"{cpu['total']} ({cpu['daphne']}+{cpu['nginx']}+{cpu['broker']}"
-                f"+{cpu.get('kafka', 0)}+{cpu.get('database', 0)}) | {s['server_cpu_cores']} | {s['generator_cpu_cores']} | "
+                f"+{cpu.get('kafka', 0)}+{cpu.get('database', 0)}) | "
+                f"{s.get('event_loop_us_per_position', '–')} | "
+                f"{s['server_cpu_cores']} | {s['generator_cpu_cores']} | "
                 f"{s.get('stored_per_s', '–')} | {acks.get('acked_per_s', '–')} | "
                 f"{acks.get('ack_frames_per_s', '–')} | {ms(acks.get('p99_ms'))} | "
                 f"{s['rss_kb_per_connection']} | {'yes' if s['sustained'] else 'no'} |"

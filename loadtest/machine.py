@@ -19,6 +19,16 @@ def process_cpu(pid: int) -> float:
     return times.user + times.system
 
 
+def main_thread_cpu(pid: int) -> float:
+    """CPU seconds of a process's main thread (a replica's event loop: its other threads are the
+    history writer's and the pool's that look tokens up); 0 once it is gone."""
+    try:
+        threads = psutil.Process(pid).threads()
+    except psutil.NoSuchProcess:
+        return 0.0
+    return sum(t.user_time + t.system_time for t in threads if t.id == pid)
+
+
 def process_rss(pid: int) -> int:
     """Resident memory of a process in bytes; raises ProcessLookupError once it is gone."""
     try:

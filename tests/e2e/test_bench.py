@@ -35,6 +35,9 @@ def test_quick_benchmark_measures_every_mode_side_by_side(tmp_path):
         assert first["sent_per_s"] >= 0.9 * first["offered_per_s"], mode
         assert first["server_cpu_us_per_position"]["total"] > 0, mode
         assert first["server_cpu_us_per_position"]["daphne"] > 0, mode
+        # The replicas' event loops, a part of daphne's figure.
+        assert 0 < first["event_loop_us_per_position"], mode
+        assert first["event_loop_us_per_position"] <= first["server_cpu_us_per_position"]["daphne"]
 
     assert result["modes"]["bare"]["steps"][0]["received_pct"] == 100.0
     for mode in ("stock", "batched", "live-only", "batched-no-acks"):
@@ -47,6 +50,7 @@ def test_quick_benchmark_measures_every_mode_side_by_side(tmp_path):
     assert stored >= 0.9 * result["modes"]["batched"]["steps"][0]["sent_per_s"]
     assert result["modes"]["live-only"]["steps"][0]["stored_per_s"] == 0
     assert any("History's cost" in line for line in result["ratios"])
+    assert any(line.startswith("Where, at 200 devices") for line in result["ratios"])
     assert result["modes"]["batched"]["steps"][0]["server_cpu_us_per_position"]["kafka"] == 0
 
     # Devices send a seq and count acks (cumulative: fewer ack frames than positions covered),
