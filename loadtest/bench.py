@@ -235,15 +235,15 @@ class Bench:
         time.sleep(args.warmup)
         generators.collect()
         stored_before = stored_positions(self.world["database_url"])
-        loop_before = self.server.event_loop_cpu()
         cpu_before, started = self.server.cpu(), time.monotonic()
+        loop_before = self.server.event_loop_cpu()  # within daphne's window: never more
         for second in range(int(args.seconds)):
             time.sleep(1)
             if second % 10 == 9:
                 log(f"    {second + 1} s")
         time.sleep(args.seconds - int(args.seconds))
-        cpu = cpu_delta(self.server.cpu(), cpu_before)
         event_loop = self.server.event_loop_cpu() - loop_before
+        cpu = cpu_delta(self.server.cpu(), cpu_before)
         stored = stored_positions(self.world["database_url"]) - stored_before
         generators.run(0)
         elapsed = time.monotonic() - started

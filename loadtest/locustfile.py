@@ -6,9 +6,11 @@
 
 Worker users walk Barcelona's street grid (tracking.simulator.StreetWalker) and send a position
 frame over /ws/worker/ (Bearer token in the handshake) every --update-delay seconds. They are
-devices as docs/protocol.md asks: each frame has a `seq`, stays queued until an ack covers it
-(reported as an "ack" request timed from the frame's first send) and is sent again, oldest first,
-on the next socket; a frame with no ack for ACK_DEADLINE seconds fails and reconnects. Manager users
+devices as docs/protocol.md asks: each position has a `seq` and stays queued until an ack covers
+it (an "ack" request, timed from its first send); a new socket gets the queue, oldest first, in
+one batch frame, and no other frame until its first ack; an error frame replaces the socket (2 s
+later after rate_limited); no ack for ACK_DEADLINE seconds with frames in flight is an "ack
+timeout" failure and a new socket. Manager users
 log in through the login form, open /ws/teams/<slug>/ and report every position they receive as
 a "position latency" request whose response time is the receive time minus the position's ts.
 Error frames and sockets the server closes count as failures.
@@ -44,6 +46,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_WORKERS = 90  # provisioned when neither --field-workers nor -u says how many
 # Seconds a device waits for an ack before it takes its socket for dead (docs/protocol.md).
 ACK_DEADLINE = 20.0
+# Seconds before a new socket after a frame refused as rate_limited.
+RATE_LIMITED_WAIT = 2.0
+MAX_BATCH = 500  # positions in one batch frame at most (docs/protocol.md)
 
 
 class ServerError(Exception):
@@ -181,10 +186,14 @@ class SocketMixin:
             if frame.get("type") == "error":
                 error = ServerError(f"{frame.get('code')}: {frame.get('detail')}")
                 report(self, "error frame", 0, len(data), error=error)
+                self.on_error(frame)
             else:
                 self.on_frame(frame, received, len(data))
 
     def on_frame(self, frame: dict, received: float, length: int) -> None:
+        pass
+
+    def on_error(self, frame: dict) -> None:
         pass
 
     def disconnect(self) -> None:
@@ -200,7 +209,10 @@ class SocketMixin:
 
 
 class WorkerUser(SocketMixin, User):
-    """A field worker's device, reporting its position along the street grid."""
+    """A field worker's device, reporting its position along the street grid, as
+    docs/protocol.md asks of a device: positions queued until an ack covers them, each new one
+    sent at once in a frame of everything not yet sent on the socket, and on a new socket one
+    frame (the queue, oldest first) until its first ack."""
 
     tokens = None  # set at init
     socket_name = "/ws/worker/"
@@ -210,9 +222,12 @@ class WorkerUser(SocketMixin, User):
         self.token = next(self.tokens)
         self.walker = StreetWalker(random.Random())
         self.next_seq = 1  # kept with the queue, across sockets: a seq is never reused
-        # seq -> (frame, perf_counter of its first send), oldest first: frames not yet acked
-        self.queued: dict[int, tuple[str, float]] = {}
-        self.waiting_since = 0.0  # of the wait for the next ack, while frames are queued
+        # seq -> (position, perf_counter of its first send or None), oldest first: not yet acked
+        self.queued: dict[int, tuple[dict, float | None]] = {}
+        self.sent_through = 0  # the highest seq sent on this socket
+        self.logged_in = False  # an ack came on this socket: frames need not wait for one
+        self.waiting_since = 0.0  # of the wait for the next ack, while frames are in flight
+        self.replace_at: float | None = None  # an error frame came: a new socket from then
 
     def wait_time(self):
         # Jitter, as in the simulator, keeps the fleet from reporting in lockstep.
@@ -220,48 +235,72 @@ class WorkerUser(SocketMixin, User):
 
     @task
     def send_position(self):
-        if self.queued and since(self.waiting_since) > ACK_DEADLINE * 1000:
-            report(self, "ack", 0, error=ServerError(f"no ack within {ACK_DEADLINE:.0f} s"))
-            self.disconnect()
-        if not self.connected():
-            # Devices are not browsers: no Origin header.
-            header = [f"Authorization: Bearer {self.token}"]
-            self.connect("/ws/worker/", header=header, suppress_origin=True)
-            self.waiting_since = time.perf_counter()
-            # What is still queued goes first, oldest first, with the seq it had.
-            for text, _ in list(self.queued.values()):
-                if not self.send(text, "resend"):
-                    return
-            return
         self.walker.step(self.delay)
         seq, self.next_seq = self.next_seq, self.next_seq + 1
-        position = {"type": "position", **self.walker.position(), "ts": time.time(), "seq": seq}
-        text = json.dumps(position)
-        if not self.queued:
-            self.waiting_since = time.perf_counter()
-        self.queued[seq] = (text, time.perf_counter())
-        self.send(text, "position")
-
-    def send(self, text: str, name: str) -> bool:
+        self.queued[seq] = ({**self.walker.position(), "ts": time.time(), "seq": seq}, None)
+        in_flight = (
+            self.sent_through and self.queued and next(iter(self.queued)) <= self.sent_through
+        )
+        if in_flight and since(self.waiting_since) > ACK_DEADLINE * 1000:
+            error = ServerError(f"no ack within {ACK_DEADLINE:.0f} s")
+            report(self, "ack timeout", 0, error=error)
+            self.disconnect()
+        if self.replace_at is not None and self.socket is not None:
+            self.disconnect()  # it acknowledges nothing more
         if not self.connected():
-            return False
+            if self.replace_at is None or time.perf_counter() >= self.replace_at:
+                self.open_socket()
+            return
+        if self.logged_in or self.sent_through == 0:
+            self.send_unsent()
+
+    def open_socket(self):
+        # Devices are not browsers: no Origin header.
+        header = [f"Authorization: Bearer {self.token}"]
+        self.connect("/ws/worker/", header=header, suppress_origin=True)
+        self.sent_through, self.logged_in, self.replace_at = 0, False, None
+        if self.connected():
+            self.send_unsent()
+
+    def send_unsent(self):
+        """One frame of the queued positions not yet sent on this socket, oldest first."""
+        unsent = [seq for seq in self.queued if seq > self.sent_through][:MAX_BATCH]
+        if not unsent:
+            return
+        positions = [self.queued[seq][0] for seq in unsent]
+        frame = positions[0] if len(positions) == 1 else {"type": "batch", "positions": positions}
+        text = json.dumps(frame)
         start = time.perf_counter()
         try:
             self.socket.send(text)
         except (OSError, websocket.WebSocketException) as error:
-            report(self, name, since(start), len(text), error=error)
+            report(self, "position", since(start), len(text), error=error)
             self.disconnect()
-            return False
-        report(self, name, since(start), len(text))
-        return True
+            return
+        report(self, "position", since(start), len(text))
+        if self.sent_through < next(iter(self.queued)):  # nothing was in flight
+            self.waiting_since = start
+        for seq in unsent:
+            position, first_sent = self.queued[seq]
+            self.queued[seq] = (position, start if first_sent is None else first_sent)
+        self.sent_through = unsent[-1]
 
     def on_frame(self, frame: dict, received: float, length: int) -> None:
         if frame.get("type") != "ack":
             return
-        while self.queued and (seq := next(iter(self.queued))) <= frame["seq"]:
+        covered = [seq for seq in self.queued if seq <= min(frame["seq"], self.sent_through)]
+        for seq in covered:
             _, sent = self.queued.pop(seq)
             report(self, "ack", since(sent), length)
-        self.waiting_since = time.perf_counter()
+        if covered:
+            self.logged_in = True
+            self.waiting_since = time.perf_counter()
+
+    def on_error(self, frame: dict) -> None:
+        # The socket acknowledges nothing past this frame now: a new one, after a pause if the
+        # frame was over the rate limit (it was dropped, and stays queued).
+        wait = RATE_LIMITED_WAIT if frame.get("code") == "rate_limited" else 0.0
+        self.replace_at = time.perf_counter() + wait
 
 
 class ManagerUser(SocketMixin, HttpUser):

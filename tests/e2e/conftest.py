@@ -72,10 +72,11 @@ class Server:
             tokens[slug] = self.manage("addworker", slug, f"{slug} worker").splitlines()[-1]
         # The size limits production passes (Dockerfile, deploy/cluster.py), so that frames
         # between the application's limit and daphne's get the same answer here as there.
-        self.start(sys.executable, "-m", "teamtrack.serve", "-b", "127.0.0.1", "-p", str(self.port),
-                   "--websocket-max-message-size", str(DAPHNE_MAX_MESSAGE_BYTES),
-                   "--websocket-max-frame-size", str(DAPHNE_MAX_MESSAGE_BYTES),
-                   "teamtrack.asgi:application")  # fmt: skip
+        self.daphne = (sys.executable, "-m", "teamtrack.serve", "-b", "127.0.0.1", "-p", str(self.port),
+                       "--websocket-max-message-size", str(DAPHNE_MAX_MESSAGE_BYTES),
+                       "--websocket-max-frame-size", str(DAPHNE_MAX_MESSAGE_BYTES),
+                       "teamtrack.asgi:application")  # fmt: skip
+        self.start(*self.daphne)
         return tokens
 
     def output(self) -> str:
