@@ -463,17 +463,14 @@ def ratios(modes: dict) -> list[str]:
     if batched and bare:
         common = {s["devices"] for s in batched["steps"]} & {s["devices"] for s in bare["steps"]}
         for devices in sorted(common):  # issue 18's goal is at 2,000
-            cpu = [
-                next(s for s in m["steps"] if s["devices"] == devices)["server_cpu_us_per_position"]
-                for m in (batched, bare)
+            steps = [
+                next(s for s in m["steps"] if s["devices"] == devices) for m in (batched, bare)
             ]
+            cpu = [step["server_cpu_us_per_position"] for step in steps]
             lines.append(
                 f"Server CPU per position at {devices} devices, batched / bare: "
                 f"{cpu[0]['total']} / {cpu[1]['total']} µs = {cpu[0]['total'] / cpu[1]['total']:.2f}"
             )
-            steps = [
-                next(s for s in m["steps"] if s["devices"] == devices) for m in (batched, bare)
-            ]
             loops = [step.get("event_loop_us_per_position") for step in steps]
             if None not in loops:
                 lines.append(

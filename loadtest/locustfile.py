@@ -40,6 +40,7 @@ from locust import HttpUser, User, constant, events, task
 from locust.runners import LocalRunner
 
 from deploy.cluster import LoopbackCookiePolicy
+from tracking.protocol import MAX_BATCH_POSITIONS
 from tracking.simulator import StreetWalker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +49,6 @@ DEFAULT_WORKERS = 90  # provisioned when neither --field-workers nor -u says how
 ACK_DEADLINE = 20.0
 # Seconds before a new socket after a frame refused as rate_limited.
 RATE_LIMITED_WAIT = 2.0
-MAX_BATCH = 500  # positions in one batch frame at most (docs/protocol.md)
 
 
 class ServerError(Exception):
@@ -264,7 +264,7 @@ class WorkerUser(SocketMixin, User):
 
     def send_unsent(self):
         """One frame of the queued positions not yet sent on this socket, oldest first."""
-        unsent = [seq for seq in self.queued if seq > self.sent_through][:MAX_BATCH]
+        unsent = [seq for seq in self.queued if seq > self.sent_through][:MAX_BATCH_POSITIONS]
         if not unsent:
             return
         positions = [self.queued[seq][0] for seq in unsent]
